@@ -1,0 +1,31 @@
+"""The HDF5 cache format (v1): writing, reading, checking, describing, exporting, and the
+synthetic default split. The only package that touches h5py."""
+
+from .export import FORMATS as EXPORT_FORMATS
+from .export import export
+from .info import describe, format_info
+from .reader import Cache, CacheTensors, Rows, load_tensors
+from .schema import FORMAT, FORMAT_VERSION, NO_CLIP, CacheError
+from .synthetic import SyntheticConfig, make_synthetic
+from .verify import Report, verify
+from .writer import CacheWriter
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "NO_CLIP",
+    "Cache",
+    "CacheError",
+    "CacheTensors",
+    "CacheWriter",
+    "Report",
+    "Rows",
+    "SyntheticConfig",
+    "describe",
+    "export",
+    "format_info",
+    "load_tensors",
+    "make_synthetic",
+    "verify",
+]

@@ -1,0 +1,125 @@
+"""Export a cache's embeddings for other tools: NumPy (.npz / .npy) or the TensorFlow
+Embedding Projector's TSV pair (vectors + metadata).
+
+Reads: a cache. Writes: files in an output folder, each atomically; embeddings are streamed in
+chunks, never held whole.
+"""
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_open, atomic_path
+from .reader import Cache, Rows
+from .schema import SIDES, CacheError
+
+FORMATS = ("npz", "npy", "tsv")
+
+
+def export(path: str | os.PathLike, fmt: str, out_dir: str | os.PathLike) -> list[Path]:
+    """Write the cache's embeddings, names and caption->clip index; return the files written."""
+    if fmt not in FORMATS:
+        raise CacheError(f"export format must be one of {FORMATS}, not {fmt!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with Cache(path) as cache:
+        sides = [s for s in SIDES if cache.has(s)]
+        if not sides:
+            raise CacheError(f"{path}: holds neither /audio nor /text: nothing to export")
+        arrays = _names(cache, sides)
+        matrices = {f"{s}_embeddings": cache.embeddings(s) for s in sides}
+        if fmt == "npz":
+            return [_write_npz(out / f"{Path(path).stem}.npz", arrays, matrices)]
+        if fmt == "npy":
+            return _write_npy(out, arrays, matrices, cache.attrs)
+        return _write_tsv(out, cache, sides)
+
+
+def _names(cache: Cache, sides: list[str]) -> dict[str, np.ndarray]:
+    arrays = {}
+    if "audio" in sides:
+        arrays["audio_ids"] = np.array(cache.audio_ids(), dtype=str)
+    if "text" in sides:
+        arrays["captions"] = np.array(cache.captions(), dtype=str)
+        arrays["audio_index"] = cache.audio_index()
+    return arrays
+
+
+def _npy_header(shape: tuple, dtype: np.dtype) -> bytes:
+    buf = io.BytesIO()
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_2_0(buf, header)
+    return buf.getvalue()
+
+
+def _stream(f, rows: Rows) -> None:
+    f.write(_npy_header(rows.shape, rows.dtype))
+    for _, block in rows.chunks():
+        f.write(np.ascontiguousarray(block).tobytes())
+
+
+def _write_npz(target: Path, arrays: dict, matrices: dict[str, Rows]) -> Path:
+    with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as z:
+        for name, array in arrays.items():
+            with z.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, array, allow_pickle=False)
+        for name, rows in matrices.items():
+            with z.open(f"{name}.npy", "w", force_zip64=True) as f:
+                _stream(f, rows)
+    return target
+
+
+def _write_npy(out: Path, arrays: dict, matrices: dict[str, Rows], attrs: dict) -> list[Path]:
+    written = []
+    for name, array in arrays.items():
+        with atomic_path(out / f"{name}.npy") as tmp:
+            np.save(tmp, array, allow_pickle=False)
+        written.append(out / f"{name}.npy")
+    for name, rows in matrices.items():
+        with atomic_open(out / f"{name}.npy", "wb") as f:
+            _stream(f, rows)
+        written.append(out / f"{name}.npy")
+    with atomic_open(out / "attributes.json", "w", encoding="utf-8") as f:
+        json.dump(attrs, f, indent=2, default=str)
+    written.append(out / "attributes.json")
+    return written
+
+
+def _clean(text: str) -> str:
+    """A TSV cell: tabs and line breaks would split the row, so they become spaces."""
+    return " ".join(text.replace("\t", " ").splitlines())
+
+
+def _write_tsv(out: Path, cache: Cache, sides: list[str]) -> list[Path]:
+    """One vectors/metadata pair; both modalities together when their dims agree (this shows the
+    modality gap in the projector), otherwise one pair per modality."""
+    dims = {s: cache.embeddings(s).shape[1] for s in sides}
+    groups = [sides] if len(set(dims.values())) == 1 else [[s] for s in sides]
+    ids = cache.audio_ids() if "audio" in sides else []
+    written = []
+    for group in groups:
+        prefix = "" if len(group) == len(sides) else f"{group[0]}_"
+        vectors, metadata = out / f"{prefix}vectors.tsv", out / f"{prefix}metadata.tsv"
+        with atomic_open(vectors, "w", encoding="utf-8") as fv, atomic_open(
+            metadata, "w", encoding="utf-8"
+        ) as fm:
+            fm.write("modality\tname\tclip_id\n")
+            for side in group:
+                if side == "audio":
+                    labels = [(_clean(i), _clean(i)) for i in ids]
+                else:
+                    index = cache.audio_index()
+                    labels = [
+                        (_clean(c), _clean(ids[k]) if ids and k >= 0 else "")
+                        for c, k in zip(cache.captions(), index.tolist(), strict=True)
+                    ]
+                for start, block in cache.embeddings(side).chunks():
+                    np.savetxt(fv, block.astype(np.float32), delimiter="\t", fmt="%.6g")
+                    for name, clip in labels[start : start + len(block)]:
+                        fm.write(f"{side}\t{name}\t{clip}\n")
+        written += [vectors, metadata]
+    return written

@@ -1,0 +1,27 @@
+"""Retrieval evaluation from cached features: ranks, the paper and DCASE protocols, reports."""
+
+from .cached import EvalConfig, EvalResult, evaluate_cache
+from .dcase import jackknife_interval, write_submission
+from .metrics import a2t_metrics, dcase_protocol, paper_protocol, t2a_metrics
+from .ranks import a2t_ranks, t2a_ranks
+from .report import format_table, write_json
+from .similarity import CosineScores, DenseScores, Scores
+
+__all__ = [
+    "CosineScores",
+    "DenseScores",
+    "EvalConfig",
+    "EvalResult",
+    "Scores",
+    "a2t_metrics",
+    "a2t_ranks",
+    "dcase_protocol",
+    "evaluate_cache",
+    "format_table",
+    "jackknife_interval",
+    "paper_protocol",
+    "t2a_metrics",
+    "t2a_ranks",
+    "write_json",
+    "write_submission",
+]

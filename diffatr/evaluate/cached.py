@@ -1,0 +1,92 @@
+"""Evaluate retrieval straight from a cache: cosine similarity of the cached embeddings.
+
+Reads: a joint-space cache (format v1). Writes: nothing (the CLI writes JSON / submission CSV).
+"""
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..cache import Cache, verify
+from ..device import resolve_device
+from ..errors import UserError
+from .dcase import SUBMISSION_COLUMNS, write_submission
+from .metrics import dcase_protocol, paper_protocol
+from .similarity import CosineScores
+
+PROTOCOLS = ("paper", "dcase")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    protocol: str = "paper"  # "paper": both directions (Mei et al.); "dcase": t2a + jackknife CI
+    max_elements: int = 1 << 24  # similarity entries held at once: 16M floats = 64 MB
+    device: str = "auto"  # "auto" = CUDA when present, else CPU
+    verify: bool = True  # check the whole cache (NaN, index ranges, ...) before ranking
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    config: EvalConfig
+    cache: Path
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "cache": str(self.cache),
+            "protocol": self.config.protocol,
+            "ranking": "cosine",
+            "counts": self.counts,
+            "metrics": self.metrics,
+            "config": asdict(self.config),
+        }
+
+
+def evaluate_cache(
+    path: str | os.PathLike,
+    cfg: EvalConfig = EvalConfig(),
+    submission: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """Rank by cosine similarity, compute the protocol's metrics, optionally write a submission."""
+    if cfg.protocol not in PROTOCOLS:
+        raise UserError(f"protocol must be one of {PROTOCOLS}, not {cfg.protocol!r}")
+    if submission is not None and cfg.protocol != "dcase":
+        raise UserError("a submission CSV is a DCASE artefact: use --protocol dcase with it")
+    path = Path(path)
+    if cfg.verify:
+        verify(path).raise_if_bad()
+    device = resolve_device(cfg.device)
+    with Cache(path) as cache:
+        data = cache.load_tensors()
+    da, dt = data.audio.shape[1], data.text.shape[1]
+    if da != dt:
+        raise UserError(
+            f"{path}: audio embeddings are {da}-d and text {dt}-d, so cosine ranking is undefined; "
+            "this looks like a backbone-feature cache: project it into a joint space first"
+        )
+    labelled = int((data.audio_index >= 0).sum())
+    if labelled == 0:
+        raise UserError(f"{path}: no caption has a clip (audio_index is all -1): nothing to score")
+    scores = CosineScores(data.text, data.audio, device)
+    counts = {
+        "captions": len(data.captions),
+        "clips": len(data.audio_ids),
+        "scored_captions": labelled,
+        "clips_with_captions": int(torch.unique(data.audio_index[data.audio_index >= 0]).numel()),
+    }
+    if cfg.protocol == "paper":
+        metrics = paper_protocol(scores, data.audio_index, cfg.max_elements, progress)
+    else:
+        top = SUBMISSION_COLUMNS if submission is not None else 0
+        if top and len(data.audio_ids) < top:
+            raise UserError(f"{path}: a submission lists {top} clips per caption; the cache has "
+                            f"{len(data.audio_ids)}")
+        metrics, best = dcase_protocol(scores, data.audio_index, cfg.max_elements, top, progress)
+        if submission is not None:
+            ids = data.audio_ids
+            write_submission(submission, data.captions, [[ids[j] for j in row] for row in best.tolist()])
+    return EvalResult(metrics=metrics, config=cfg, cache=path, counts=counts)

@@ -1,0 +1,28 @@
+"""Install diffatr: `pip install torch==2.13.0 -e .` (add `[test]` for the test suite)."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+VERSION = re.search(r'__version__ = "([^"]+)"', Path("diffatr/__init__.py").read_text()).group(1)
+
+setup(
+    name="diffatr",
+    version=VERSION,
+    description="Embedding-cache-first trainer and evaluator for audio-text retrieval (DiffATR).",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["diffatr", "diffatr.*"]),
+    install_requires=[
+        # A range, not a pin: 2.13.0 (the CPU build CI installs) satisfies it.
+        "torch>=2.4,<3",
+        "numpy>=1.24",
+        "h5py>=3.8",
+        "click>=8.1",
+        "tqdm>=4.60",
+    ],
+    extras_require={"test": ["pytest>=7", "ruff>=0.5"]},
+    entry_points={"console_scripts": ["diffatr=diffatr.cli:main"]},
+)
