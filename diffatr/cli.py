@@ -39,27 +39,52 @@ def main():
 
 @main.command()
 @click.argument("cache", type=CACHE)
-@click.option("--protocol", type=click.Choice(["paper", "dcase"]), default="paper", show_default=True,
-              help="paper: both directions, R@1/5/10, mAP@10, medR, meanR (Mei et al.); "
-                   "dcase: text-to-audio with a jackknife 95% interval for mAP@10 (Task 6b).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
-              help="Also write the metrics, counts and settings to this JSON file.")
-@click.option("--submission", type=click.Path(dir_okay=False), default=None,
-              help="With --protocol dcase: write the Task 6b submission CSV "
-                   "(caption,file_name_1..file_name_10) here.")
-@click.option("--device", default="auto", show_default=True,
-              help="Where to compute similarities: auto (CUDA when present), cpu, cuda, cuda:1.")
-@click.option("--max-elements", type=click.IntRange(min=1), default=1 << 24, show_default=True,
-              help="Similarity entries held in memory at once (4 bytes each); lower it to use "
-                   "less memory on huge galleries.")
-@click.option("--no-verify", is_flag=True,
-              help="Skip the full cache check (NaN, index ranges) that runs before ranking.")
+@click.option(
+    "--protocol",
+    type=click.Choice(["paper", "dcase"]),
+    default="paper",
+    show_default=True,
+    help="paper: both directions, R@1/5/10, mAP@10, medR, meanR (Mei et al.); "
+    "dcase: text-to-audio with a jackknife 95% interval for mAP@10 (Task 6b).",
+)
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the metrics, counts and settings to this JSON file.",
+)
+@click.option(
+    "--submission",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="With --protocol dcase: write the Task 6b submission CSV "
+    "(caption,file_name_1..file_name_10) here.",
+)
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="Where to compute similarities: auto (CUDA when present), cpu, cuda, cuda:1.",
+)
+@click.option(
+    "--max-elements",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Similarity entries held in memory at once, 4 bytes each [default: 4194304, "
+    "16 MB]; lower it to use less memory on huge galleries.",
+)
+@click.option(
+    "--no-verify",
+    is_flag=True,
+    help="Skip the full cache check (NaN, index ranges) that runs before ranking.",
+)
 def evaluate(cache, protocol, json_out, submission, device, max_elements, no_verify):
     """Rank by cosine similarity of CACHE's embeddings and print retrieval metrics."""
     from .evaluate import EvalConfig, evaluate_cache, format_table, write_json
 
-    cfg = EvalConfig(protocol=protocol, max_elements=max_elements, device=device,
-                     verify=not no_verify)
+    chunking = {"max_elements": max_elements} if max_elements else {}
+    cfg = EvalConfig(protocol=protocol, device=device, verify=not no_verify, **chunking)
     result = evaluate_cache(cache, cfg, submission=submission, progress=sys.stderr.isatty())
     c = result.counts
     click.echo(f"{cache}: {c['scored_captions']} captions scored over {c['clips']} clips")
@@ -110,11 +135,22 @@ def verify(path, strict):
 
 @cache.command()
 @click.argument("path", type=CACHE)
-@click.option("--format", "fmt", type=click.Choice(["npz", "npy", "tsv"]), required=True,
-              help="npz: one NumPy archive; npy: one .npy per array plus attributes.json; "
-                   "tsv: vectors.tsv + metadata.tsv for the Embedding Projector.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".",
-              show_default=True, help="Folder to write into (created if missing).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["npz", "npy", "tsv"]),
+    required=True,
+    help="npz: one NumPy archive; npy: one .npy per array plus attributes.json; "
+    "tsv: vectors.tsv + metadata.tsv for the Embedding Projector.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="Folder to write into (created if missing).",
+)
 def export(path, fmt, out_dir):
     """Export embeddings, clip ids, captions and the caption->clip index."""
     from .cache import export as run_export
@@ -125,12 +161,18 @@ def export(path, fmt, out_dir):
 
 @cache.command()
 @click.argument("out", type=CACHE)
-@click.option("--clips", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Number of clips.")
-@click.option("--captions-per-clip", default="5", show_default=True,
-              help="Caption counts to draw from, comma-separated (e.g. 1,5,7).")
-@click.option("--dim", type=click.IntRange(min=2), default=512, show_default=True,
-              help="Embedding width.")
+@click.option(
+    "--clips", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of clips."
+)
+@click.option(
+    "--captions-per-clip",
+    default="5",
+    show_default=True,
+    help="Caption counts to draw from, comma-separated (e.g. 1,5,7).",
+)
+@click.option(
+    "--dim", type=click.IntRange(min=2), default=512, show_default=True, help="Embedding width."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--split", default="test", show_default=True, help="Split name to record.")
 @click.option("--float16", is_flag=True, help="Store embeddings as float16.")
@@ -142,21 +184,35 @@ def synthetic(out, clips, captions_per_clip, dim, seed, split, float16, overwrit
     try:
         counts = tuple(int(c) for c in captions_per_clip.split(","))
     except ValueError:
-        raise click.BadParameter("comma-separated integers, e.g. 5 or 1,5,7",
-                                 param_hint="--captions-per-clip") from None
+        raise click.BadParameter(
+            "comma-separated integers, e.g. 5 or 1,5,7", param_hint="--captions-per-clip"
+        ) from None
     if min(counts) < 0:
-        raise click.BadParameter("caption counts cannot be negative", param_hint="--captions-per-clip")
+        raise click.BadParameter(
+            "caption counts cannot be negative", param_hint="--captions-per-clip"
+        )
     cfg = SyntheticConfig(n_clips=clips, captions_per_clip=counts, dim=dim, seed=seed)
-    make_synthetic(out, cfg, split=split, dtype="float16" if float16 else "float32",
-                   overwrite=overwrite)
+    make_synthetic(
+        out, cfg, split=split, dtype="float16" if float16 else "float32", overwrite=overwrite
+    )
     click.echo(f"wrote {out}")
 
 
 @main.command()
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Folder for the demo's files (default: a new temporary folder).")
-@click.option("--clips", type=click.IntRange(min=10), default=1000, show_default=True,
-              help="Clips in the synthetic split (5 captions each).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for the demo's files (default: a new temporary folder).",
+)
+@click.option(
+    "--clips",
+    type=click.IntRange(min=10),
+    default=1000,
+    show_default=True,
+    help="Clips in the synthetic split (5 captions each).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic data.")
 def demo(out_dir, clips, seed):
     """Run the pipeline end to end on built-in synthetic data (no download, no GPU)."""

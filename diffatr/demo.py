@@ -47,7 +47,9 @@ def run_demo(
     echo(f"wrote the synthetic test split ({cfg.n_clips} clips x 5 captions): {files['cache']}")
     paper = evaluate_cache(files["cache"], EvalConfig(protocol="paper"))
     write_json(files["metrics"], paper.to_json())
-    dcase = evaluate_cache(files["cache"], EvalConfig(protocol="dcase"), submission=files["submission"])
+    dcase = evaluate_cache(
+        files["cache"], EvalConfig(protocol="dcase"), submission=files["submission"]
+    )
     echo("")
     echo(format_table({"cosine": paper.metrics}, "paper"))
     echo("")

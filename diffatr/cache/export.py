@@ -25,8 +25,8 @@ def export(path: str | os.PathLike, fmt: str, out_dir: str | os.PathLike) -> lis
     if fmt not in FORMATS:
         raise CacheError(f"export format must be one of {FORMATS}, not {fmt!r}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     with Cache(path) as cache:
+        out.mkdir(parents=True, exist_ok=True)
         sides = [s for s in SIDES if cache.has(s)]
         if not sides:
             raise CacheError(f"{path}: holds neither /audio nor /text: nothing to export")
@@ -76,8 +76,8 @@ def _write_npz(target: Path, arrays: dict, matrices: dict[str, Rows]) -> Path:
 def _write_npy(out: Path, arrays: dict, matrices: dict[str, Rows], attrs: dict) -> list[Path]:
     written = []
     for name, array in arrays.items():
-        with atomic_path(out / f"{name}.npy") as tmp:
-            np.save(tmp, array, allow_pickle=False)
+        with atomic_open(out / f"{name}.npy", "wb") as f:
+            np.save(f, array, allow_pickle=False)
         written.append(out / f"{name}.npy")
     for name, rows in matrices.items():
         with atomic_open(out / f"{name}.npy", "wb") as f:
@@ -104,9 +104,10 @@ def _write_tsv(out: Path, cache: Cache, sides: list[str]) -> list[Path]:
     for group in groups:
         prefix = "" if len(group) == len(sides) else f"{group[0]}_"
         vectors, metadata = out / f"{prefix}vectors.tsv", out / f"{prefix}metadata.tsv"
-        with atomic_open(vectors, "w", encoding="utf-8") as fv, atomic_open(
-            metadata, "w", encoding="utf-8"
-        ) as fm:
+        with (
+            atomic_open(vectors, "w", encoding="utf-8") as fv,
+            atomic_open(metadata, "w", encoding="utf-8") as fm,
+        ):
             fm.write("modality\tname\tclip_id\n")
             for side in group:
                 if side == "audio":

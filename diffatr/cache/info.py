@@ -60,7 +60,9 @@ def format_info(info: dict) -> str:
     if "captions_per_clip" in info:
         c = info["captions_per_clip"]
         hist = ", ".join(f"{k}:{v}" for k, v in c["histogram"].items())
-        lines.append(f"  captions per clip: min {c['min']}, mean {c['mean']}, max {c['max']} ({hist})")
+        lines.append(
+            f"  captions per clip: min {c['min']}, mean {c['mean']}, max {c['max']} ({hist})"
+        )
         if info["captions_without_clip"]:
             lines.append(f"  captions without a clip: {info['captions_without_clip']}")
     return "\n".join(lines)

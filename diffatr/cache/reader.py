@@ -5,6 +5,7 @@ Reads: one cache file. Writes: nothing. The HDF5 handle is opened lazily and re-
 forked process (DataLoader workers), since h5py handles do not survive a fork.
 """
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -86,17 +87,17 @@ class Cache:
         self._h5: h5py.File | None = None
         self._pid = -1
         attrs = self.attrs
+        problem = None
         if attrs.get("format") != FORMAT:
-            raise CacheError(
-                f"{self.path}: an HDF5 file, but not a diffatr cache "
-                f"(root attribute format={attrs.get('format')!r})"
+            problem = f"an HDF5 file, but not a diffatr cache (format={attrs.get('format')!r})"
+        elif attrs.get("format_version") != FORMAT_VERSION:
+            problem = (
+                f"cache format version {attrs.get('format_version')}, this diffatr reads "
+                f"version {FORMAT_VERSION}; use the diffatr release that wrote it"
             )
-        version = attrs.get("format_version")
-        if version != FORMAT_VERSION:
-            raise CacheError(
-                f"{self.path}: cache format version {version}, this diffatr reads version "
-                f"{FORMAT_VERSION}; use the diffatr release that wrote it"
-            )
+        if problem:
+            self.close()
+            raise CacheError(f"{self.path}: {problem}")
 
     @property
     def h5(self) -> h5py.File:
@@ -119,16 +120,14 @@ class Cache:
     # -- description -----------------------------------------------------------------------
     @property
     def attrs(self) -> dict:
-        return {k: _plain(v) for k, v in self.h5.attrs.items()}
+        return {k: plain(v) for k, v in self.h5.attrs.items()}
 
     def side_attrs(self, side: str) -> dict:
         """A side's provenance attributes, with `settings` parsed from JSON."""
-        out = {k: _plain(v) for k, v in self.require(side).attrs.items()}
+        out = {k: plain(v) for k, v in self.require(side).attrs.items()}
         if isinstance(out.get("settings"), str):
-            try:
+            with contextlib.suppress(json.JSONDecodeError):
                 out["settings"] = json.loads(out["settings"])
-            except json.JSONDecodeError:
-                pass
         return out
 
     def has(self, side: str) -> bool:
@@ -170,6 +169,9 @@ class Cache:
         seq, off = SIDES[side]["seq"], SIDES[side]["offsets"]
         if not self.has_sequences(side):
             raise CacheError(f"{self.path}: has no /{side}/{seq} (sequence features)")
+        n = len(self.h5[side][SIDES[side]["names"]])
+        if not 0 <= row < n:
+            raise CacheError(f"{self.path}: {side} row {row} is out of range (0..{n - 1})")
         lo, hi = self.h5[side][off][row : row + 2]
         return self._read(f"{side}/{seq}", slice(int(lo), int(hi)))
 
@@ -203,7 +205,9 @@ class Cache:
         try:
             return list(self._guard(key, lambda: self.h5[key].asstr()[:]))
         except UnicodeDecodeError as e:
-            raise CacheError(f"{self.path}: /{key} holds a string that is not UTF-8 ({e})") from None
+            raise CacheError(
+                f"{self.path}: /{key} holds a string that is not UTF-8 ({e})"
+            ) from None
 
     def _read(self, key: str, index=slice(None)) -> np.ndarray:
         return self._guard(key, lambda: self.h5[key][index])
@@ -212,7 +216,9 @@ class Cache:
         try:
             return read()
         except OSError as e:
-            raise CacheError(f"{self.path}: cannot read /{key} ({e}); the file may be damaged") from None
+            raise CacheError(
+                f"{self.path}: cannot read /{key} ({e}); the file may be damaged"
+            ) from None
 
 
 def load_tensors(path: str | os.PathLike, dtype=torch.float32, device="cpu") -> CacheTensors:
@@ -221,7 +227,7 @@ def load_tensors(path: str | os.PathLike, dtype=torch.float32, device="cpu") -> 
         return cache.load_tensors(dtype, device)
 
 
-def _plain(value):
+def plain(value):
     """HDF5 attribute values as plain Python (numpy scalars and bytes become int/float/str)."""
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
@@ -232,4 +238,4 @@ def _plain(value):
     return value
 
 
-__all__ = ["NO_CLIP", "Cache", "CacheTensors", "Rows", "load_tensors", "open_h5"]
+__all__ = ["NO_CLIP", "Cache", "CacheTensors", "Rows", "load_tensors", "open_h5", "plain"]

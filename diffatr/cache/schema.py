@@ -34,8 +34,18 @@ PROVENANCE_ATTRS = {
 }
 # Per side: the name dataset, the embedding dataset, the optional ragged pair.
 SIDES = {
-    "audio": {"names": "ids", "embeddings": "embeddings", "seq": "frames", "offsets": "frame_offsets"},
-    "text": {"names": "captions", "embeddings": "embeddings", "seq": "tokens", "offsets": "token_offsets"},
+    "audio": {
+        "names": "ids",
+        "embeddings": "embeddings",
+        "seq": "frames",
+        "offsets": "frame_offsets",
+    },
+    "text": {
+        "names": "captions",
+        "embeddings": "embeddings",
+        "seq": "tokens",
+        "offsets": "token_offsets",
+    },
 }
 NO_CLIP = -1
 

@@ -25,16 +25,41 @@ import numpy as np
 from .writer import CacheWriter
 
 _SOURCES = (
-    "a dog barks", "rain falls", "a car engine idles", "birds chirp", "people talk",
-    "water flows", "wind blows", "a door creaks", "footsteps echo", "a bell rings",
-    "a crowd cheers", "thunder rumbles", "a baby cries", "a train passes", "a clock ticks",
-    "keys jingle", "a machine hums", "waves crash", "a cat meows", "glass shatters",
-    "a siren wails", "leaves rustle", "a horn honks", "paper crumples",
+    "a dog barks",
+    "rain falls",
+    "a car engine idles",
+    "birds chirp",
+    "people talk",
+    "water flows",
+    "wind blows",
+    "a door creaks",
+    "footsteps echo",
+    "a bell rings",
+    "a crowd cheers",
+    "thunder rumbles",
+    "a baby cries",
+    "a train passes",
+    "a clock ticks",
+    "keys jingle",
+    "a machine hums",
+    "waves crash",
+    "a cat meows",
+    "glass shatters",
+    "a siren wails",
+    "leaves rustle",
+    "a horn honks",
+    "paper crumples",
 )
 _QUALIFIERS = ("", " loudly", " softly", " repeatedly", " in the distance", " nearby")
 _PLACES = (
-    "", " outside", " in a large room", " on a busy street", " in the background",
-    " while a man speaks", " as wind blows", " near the water",
+    "",
+    " outside",
+    " in a large room",
+    " on a busy street",
+    " in the background",
+    " while a man speaks",
+    " as wind blows",
+    " near the water",
 )
 _CHUNK = 4096
 
@@ -91,11 +116,17 @@ def make_synthetic(
     hubs = rng.random(cfg.n_clips) < cfg.hub_fraction
 
     settings = {**asdict(cfg), "captions_per_clip": list(cfg.captions_per_clip)}
-    with CacheWriter(path, dataset=dataset, split=split, space="joint", dtype=dtype,
-                     overwrite=overwrite) as w:
+    with CacheWriter(
+        path, dataset=dataset, split=split, space="joint", dtype=dtype, overwrite=overwrite
+    ) as w:
         for side in ("audio", "text"):
-            w.set_attrs(side, encoder="synthetic", feature_kind="synthetic-joint",
-                        settings=settings, sample_rate=0 if side == "audio" else None)
+            w.set_attrs(
+                side,
+                encoder="synthetic",
+                feature_kind="synthetic-joint",
+                settings=settings,
+                sample_rate=0 if side == "audio" else None,
+            )
         for start in range(0, cfg.n_clips, _CHUNK):
             rows = np.arange(start, min(cfg.n_clips, start + _CHUNK))
             z = _unit(centres[classes[rows]] + cfg.class_spread * _noise(rng, len(rows), cfg.dim))

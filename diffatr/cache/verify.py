@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .reader import open_h5
+from .reader import open_h5, plain
 from .schema import (
     EMBEDDING_DTYPES,
     FORMAT,
@@ -83,20 +83,18 @@ def _check(h5: h5py.File, report: Report) -> None:
 
 
 def _check_root(h5: h5py.File, report: Report) -> bool:
-    fmt = h5.attrs.get("format")
-    if isinstance(fmt, bytes):
-        fmt = fmt.decode("utf-8", errors="replace")
+    fmt = plain(h5.attrs.get("format"))
     if fmt != FORMAT:
         report.errors.append(f"not a diffatr cache (root attribute format={fmt!r})")
         return False
-    version = h5.attrs.get("format_version")
+    version = plain(h5.attrs.get("format_version"))
     if version != FORMAT_VERSION:
         report.errors.append(f"format_version {version!r}; this diffatr reads {FORMAT_VERSION}")
         return False
     for name in ROOT_ATTRS:
         if name not in h5.attrs:
             report.errors.append(f"root attribute {name!r} is missing")
-    space = h5.attrs.get("embedding_space")
+    space = plain(h5.attrs.get("embedding_space"))
     if space is None:
         report.warnings.append("no embedding_space attribute: audio-text dims are not checked")
     elif space not in SPACES:
@@ -115,7 +113,9 @@ def _check_side(h5: h5py.File, side: str, report: Report) -> int | None:
         return None
     where = f"/{side}/{keys['names']}"
     if names.ndim != 1 or h5py.check_string_dtype(names.dtype) is None:
-        report.errors.append(f"{where} must be a 1-D string dataset, is {names.ndim}-D {names.dtype}")
+        report.errors.append(
+            f"{where} must be a 1-D string dataset, is {names.ndim}-D {names.dtype}"
+        )
         return None
     n = len(names)
     ok = _check_matrix(emb, f"/{side}/{keys['embeddings']}", n, report)
@@ -196,14 +196,17 @@ def _check_sequences(group: h5py.Group, side: str, n: int, report: Report) -> No
         report.errors.append(f"/{side}/{have} is present but /{side}/{lack} is missing")
         return
     if off.ndim != 1 or off.dtype.kind not in "iu" or len(off) != n + 1:
-        report.errors.append(f"/{side}/{off_key} must be {n + 1} integers, is {off.shape} {off.dtype}")
+        report.errors.append(
+            f"/{side}/{off_key} must be {n + 1} integers, is {off.shape} {off.dtype}"
+        )
         return
     offsets = off[:]
     if offsets[0] != 0 or (np.diff(offsets) < 0).any():
         report.errors.append(f"/{side}/{off_key} must start at 0 and never decrease")
     elif _check_matrix(seq, f"/{side}/{seq_key}", None, report) and offsets[-1] != len(seq):
         report.errors.append(
-            f"/{side}/{off_key} ends at {int(offsets[-1])} but /{side}/{seq_key} has {len(seq)} rows"
+            f"/{side}/{off_key} ends at {int(offsets[-1])} "
+            f"but /{side}/{seq_key} has {len(seq)} rows"
         )
 
 
@@ -232,7 +235,7 @@ def _check_index(h5: h5py.File, n_audio: int, report: Report) -> None:
 
 def _check_dims(h5: h5py.File, report: Report) -> None:
     da, dt = h5["audio/embeddings"].shape[1], h5["text/embeddings"].shape[1]
-    if da != dt and h5.attrs.get("embedding_space") == "joint":
+    if da != dt and plain(h5.attrs.get("embedding_space")) == "joint":
         report.errors.append(
             f"joint-space cache, but audio embeddings are {da}-d and text {dt}-d; they must match"
         )

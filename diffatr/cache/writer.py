@@ -1,4 +1,4 @@
-"""Write a cache (format v1, see `schema.py`) by appending chunks; the file appears only when complete.
+"""Write a cache (format v1, see `schema.py`) in appended chunks; the file appears when complete.
 
 Reads: arrays or tensors handed in by the caller, chunk by chunk. Writes: one HDF5 file, first
 under `<name>.partial`, renamed to `<name>` when the writer closes without error. Nothing is held
@@ -148,14 +148,16 @@ class CacheWriter:
         """Append clips: ids (n,), embeddings (n, Da), optionally frames [(T_i, Df)] * n."""
         ids = [str(i) for i in ids]
         start = len(self._ids)
+        seen: dict[str, int] = {}
         for row, clip_id in enumerate(ids, start):
-            first = self._ids.setdefault(clip_id, row)
+            first = self._ids.get(clip_id, seen.setdefault(clip_id, row))
             if first != row:
                 raise CacheError(
-                    f"{self.tmp}: clip id {clip_id!r} appears twice (rows {first} and {row}); "
+                    f"{self.path}: clip id {clip_id!r} appears twice (rows {first} and {row}); "
                     "clip ids must be unique"
                 )
         self._append_side("audio", ids, embeddings, frames)
+        self._ids.update(seen)
 
     def add_text(
         self, captions: Sequence[str], audio_index, embeddings, tokens: Sequence | None = None
@@ -174,42 +176,49 @@ class CacheWriter:
         return self._file().require_group(side)
 
     def _append_side(self, side: str, names: list[str], embeddings, seq: Sequence | None) -> None:
-        names_key, emb_key = SIDES[side]["names"], SIDES[side]["embeddings"]
+        """Check the whole chunk first, then append it: a refused chunk leaves no rows behind."""
+        keys = SIDES[side]
         group = self._group(side)
-        emb = self._checked(_numpy(embeddings), f"{side} embeddings", group, emb_key)
+        if not names:
+            return
+        emb = self._checked(_numpy(embeddings), f"{side} embeddings", group, keys["embeddings"])
         if emb.ndim != 2 or len(emb) != len(names):
             raise CacheError(
                 f"{side} embeddings must have shape ({len(names)}, D) for {len(names)} rows, "
                 f"got {emb.shape}"
             )
-        has_seq = SIDES[side]["seq"] in group
-        if len(group.get(names_key, ())) and has_seq != (seq is not None):
+        has_seq = keys["seq"] in group
+        if len(group.get(keys["names"], ())) and has_seq != (seq is not None):
             raise CacheError(
                 f"{side}: every chunk must {'include' if has_seq else 'omit'} sequence features, "
                 "as the first chunk did"
             )
-        self._append(group, names_key, np.array(names, dtype=object), _STR)
-        self._append(group, emb_key, emb, self.dtype)
+        self._check_width(group, keys["embeddings"], emb)
         if seq is not None:
-            self._append_seq(side, group, [_numpy(s) for s in seq], len(names))
+            seq_rows, lengths = self._sequence_rows(side, group, seq, len(names))
+            self._check_width(group, keys["seq"], seq_rows)
+        self._append(group, keys["names"], np.array(names, dtype=object), _STR)
+        self._append(group, keys["embeddings"], emb, self.dtype)
+        if seq is not None:
+            if keys["offsets"] not in group:
+                self._append(group, keys["offsets"], np.zeros(1, np.int64), np.int64)
+            end = int(group[keys["offsets"]][-1])
+            self._append(group, keys["offsets"], end + np.cumsum(lengths), np.int64)
+            self._append(group, keys["seq"], seq_rows, self.dtype)
 
-    def _append_seq(self, side: str, group: h5py.Group, seq: list[np.ndarray], n: int) -> None:
-        seq_key, off_key = SIDES[side]["seq"], SIDES[side]["offsets"]
-        if len(seq) != n:
-            raise CacheError(f"{side}: {n} rows but {len(seq)} sequence arrays")
-        if any(s.ndim != 2 for s in seq):
-            raise CacheError(f"{side} {seq_key} must be 2-D arrays (length, D) per row")
-        if off_key not in group:
-            self._append(group, off_key, np.zeros(1, np.int64), np.int64)
-        offsets = group[off_key]
-        end = int(offsets[-1])
-        lengths = np.array([len(s) for s in seq], dtype=np.int64)
-        self._append(group, off_key, end + np.cumsum(lengths), np.int64)
-        if lengths.sum():
-            rows = self._checked(np.concatenate(seq), f"{side} {seq_key}", group, seq_key)
-            self._append(group, seq_key, rows, self.dtype)
-        elif seq_key not in group:
-            self._append(group, seq_key, np.zeros((0, seq[0].shape[1])), self.dtype)
+    def _sequence_rows(
+        self, side: str, group: h5py.Group, seq: Sequence, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Ragged features of a chunk as one (sum of lengths, D) array plus the lengths."""
+        seq_key = SIDES[side]["seq"]
+        arrays = [_numpy(s) for s in seq]
+        if len(arrays) != n:
+            raise CacheError(f"{side}: {n} rows but {len(arrays)} sequence arrays")
+        if any(a.ndim != 2 for a in arrays) or len({a.shape[1] for a in arrays}) > 1:
+            raise CacheError(f"{side} {seq_key} must be 2-D arrays (length, D) of one width D")
+        rows = np.concatenate(arrays) if arrays else np.zeros((0, 0), np.float32)
+        rows = self._checked(rows, f"{side} {seq_key}", group, seq_key)
+        return rows, np.array([len(a) for a in arrays], dtype=np.int64)
 
     def _checked(self, x: np.ndarray, what: str, group: h5py.Group, key: str) -> np.ndarray:
         """Refuse NaN/Inf and values float16 cannot hold, naming the first bad row."""
@@ -224,21 +233,29 @@ class CacheWriter:
         return x
 
     @staticmethod
+    def _check_width(group: h5py.Group, key: str, rows: np.ndarray) -> None:
+        if key in group and group[key].shape[1:] != rows.shape[1:]:
+            raise CacheError(
+                f"/{group.name.strip('/')}/{key}: rows of shape {rows.shape[1:]} do not match "
+                f"the earlier rows' {group[key].shape[1:]}"
+            )
+
+    @staticmethod
     def _append(group: h5py.Group, key: str, rows: np.ndarray, dtype) -> None:
         if key not in group:
             width = rows.shape[1:]
             itemsize = np.dtype(dtype).itemsize if dtype is not _STR else 64
-            chunk_rows = max(1, _CHUNK_BYTES // (itemsize * int(np.prod(width, dtype=np.int64))))
+            row_bytes = max(1, itemsize * int(np.prod(width, dtype=np.int64)))
+            chunk_rows = max(1, _CHUNK_BYTES // row_bytes)
             group.create_dataset(
-                key, shape=(0, *width), maxshape=(None, *width), dtype=dtype,
+                key,
+                shape=(0, *width),
+                maxshape=(None, *width),
+                dtype=dtype,
                 chunks=(min(chunk_rows, 1 << 16), *width),
             )
+        CacheWriter._check_width(group, key, rows)
         ds = group[key]
-        if ds.shape[1:] != rows.shape[1:]:
-            raise CacheError(
-                f"/{group.name.strip('/')}/{key}: rows of shape {rows.shape[1:]} do not match "
-                f"the earlier rows' {ds.shape[1:]}"
-            )
         n = len(ds)
         ds.resize(n + len(rows), axis=0)
         ds[n:] = rows if dtype is _STR else rows.astype(dtype, copy=False)

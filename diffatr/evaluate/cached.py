@@ -14,6 +14,7 @@ from ..device import resolve_device
 from ..errors import UserError
 from .dcase import SUBMISSION_COLUMNS, write_submission
 from .metrics import dcase_protocol, paper_protocol
+from .ranks import DEFAULT_MAX_ELEMENTS
 from .similarity import CosineScores
 
 PROTOCOLS = ("paper", "dcase")
@@ -22,7 +23,7 @@ PROTOCOLS = ("paper", "dcase")
 @dataclass(frozen=True)
 class EvalConfig:
     protocol: str = "paper"  # "paper": both directions (Mei et al.); "dcase": t2a + jackknife CI
-    max_elements: int = 1 << 24  # similarity entries held at once: 16M floats = 64 MB
+    max_elements: int = DEFAULT_MAX_ELEMENTS  # similarity entries held at once (4 bytes each)
     device: str = "auto"  # "auto" = CUDA when present, else CPU
     verify: bool = True  # check the whole cache (NaN, index ranges, ...) before ranking
 
@@ -83,10 +84,14 @@ def evaluate_cache(
     else:
         top = SUBMISSION_COLUMNS if submission is not None else 0
         if top and len(data.audio_ids) < top:
-            raise UserError(f"{path}: a submission lists {top} clips per caption; the cache has "
-                            f"{len(data.audio_ids)}")
+            raise UserError(
+                f"{path}: a submission lists {top} clips per caption; the cache has "
+                f"{len(data.audio_ids)}"
+            )
         metrics, best = dcase_protocol(scores, data.audio_index, cfg.max_elements, top, progress)
         if submission is not None:
             ids = data.audio_ids
-            write_submission(submission, data.captions, [[ids[j] for j in row] for row in best.tolist()])
+            write_submission(
+                submission, data.captions, [[ids[j] for j in row] for row in best.tolist()]
+            )
     return EvalResult(metrics=metrics, config=cfg, cache=path, counts=counts)

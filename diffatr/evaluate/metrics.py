@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .dcase import jackknife_interval
-from .ranks import a2t_ranks, t2a_ranks
+from .ranks import DEFAULT_MAX_ELEMENTS, a2t_ranks, t2a_ranks
 from .similarity import Scores
 
 RECALL_AT = (1, 5, 10)
@@ -71,7 +71,10 @@ def _labelled_ranks(ranks: torch.Tensor, audio_index: torch.Tensor) -> np.ndarra
 
 
 def paper_protocol(
-    scores: Scores, audio_index: torch.Tensor, max_elements: int = 1 << 24, progress: bool = False
+    scores: Scores,
+    audio_index: torch.Tensor,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Both directions, Mei et al.'s definitions (see the module docstring)."""
     t2a, _ = t2a_ranks(scores, audio_index, max_elements, progress=progress)
@@ -85,7 +88,7 @@ def paper_protocol(
 def dcase_protocol(
     scores: Scores,
     audio_index: torch.Tensor,
-    max_elements: int = 1 << 24,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
     top: int = 0,
     progress: bool = False,
 ) -> tuple[dict[str, float], torch.Tensor | None]:

@@ -25,7 +25,9 @@ def format_table(rows: dict[str, dict[str, float]], protocol: str) -> str:
         for d in directions:
             if f"{d}_R@1" not in metrics:
                 continue
-            line = f"{name:<{name_w}}  {d} " + "".join(f"{metrics[f'{d}_{m}']:>8.1f}" for m in METRICS)
+            line = f"{name:<{name_w}}  {d} " + "".join(
+                f"{metrics[f'{d}_{m}']:>8.1f}" for m in METRICS
+            )
             if has_ci and d == "t2a":
                 low, high = metrics["t2a_mAP@10_ci_low"], metrics["t2a_mAP@10_ci_high"]
                 line += f"  {f'[{low:.1f}, {high:.1f}]':>15}"

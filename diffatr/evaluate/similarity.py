@@ -27,7 +27,9 @@ class DenseScores:
     def __init__(self, S: torch.Tensor):
         self.S = torch.as_tensor(S)
         if self.S.ndim != 2:
-            raise ValueError(f"similarity matrix must be 2-D (captions, clips), is {tuple(self.S.shape)}")
+            raise ValueError(
+                f"similarity matrix must be 2-D (captions, clips), is {tuple(self.S.shape)}"
+            )
         self.n_text, self.n_audio = self.S.shape
 
     def t2a(self, start: int, stop: int) -> torch.Tensor:

@@ -1,0 +1,87 @@
+"""Benchmark: evaluation time and peak memory at 50,000 captions x 10,000 clips.
+
+Builds a synthetic joint-space cache (10,000 clips x 5 captions, D = 512) in a temporary
+folder, then runs `diffatr evaluate` (paper protocol, both directions) in a child process per
+--max-elements setting and reports wall time and the child's peak resident memory. The full
+similarity matrix would be 50,000 x 10,000 x 4 bytes = 2 GB; the evaluation never holds it.
+
+    python bench/bench_evaluate.py                       # the README's numbers
+    python bench/bench_evaluate.py --clips 2000          # quicker
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from diffatr.cache import SyntheticConfig, make_synthetic
+
+
+def run_child(cache: Path, max_elements: int, protocol: str) -> dict:
+    """Evaluate in a fresh process; return wall seconds and that process's peak RSS."""
+    code = (
+        "import sys, json, time, resource\n"
+        "from diffatr.evaluate import EvalConfig, evaluate_cache\n"
+        "t = time.perf_counter()\n"
+        f"r = evaluate_cache(sys.argv[1], EvalConfig(protocol={protocol!r}, "
+        f"max_elements={max_elements}, device='cpu'))\n"
+        "print(json.dumps({'seconds': time.perf_counter() - t, "
+        "'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
+        "'t2a_R@1': r.metrics['t2a_R@1']}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(cache)], check=True, capture_output=True, text=True
+    )
+    return json.loads(out.stdout)
+
+
+def baseline_rss() -> float:
+    """Peak RSS of a process that only imports torch + diffatr (the floor under every run)."""
+    code = (
+        "import resource, torch, diffatr.evaluate; "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    return float(
+        subprocess.run(
+            [sys.executable, "-c", code], check=True, capture_output=True, text=True
+        ).stdout
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=10_000)
+    parser.add_argument("--captions-per-clip", type=int, default=5)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--max-elements", type=int, nargs="+", default=[1 << 22, 1 << 24])
+    parser.add_argument("--protocol", default="paper", choices=["paper", "dcase"])
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "bench.h5"
+        t = time.perf_counter()
+        cfg = SyntheticConfig(
+            n_clips=args.clips, captions_per_clip=(args.captions_per_clip,), dim=args.dim
+        )
+        make_synthetic(cache, cfg)
+        n_text = args.clips * args.captions_per_clip
+        print(
+            f"synthetic cache: {n_text} captions x {args.clips} clips x {args.dim}-d, "
+            f"written in {time.perf_counter() - t:.1f} s ({cache.stat().st_size / 2**20:.0f} MB)"
+        )
+        print(f"full similarity matrix would be {n_text * args.clips * 4 / 2**30:.2f} GiB")
+        print(f"process floor (python + torch + diffatr imported): {baseline_rss():.0f} MB")
+        for max_elements in args.max_elements:
+            r = run_child(cache, max_elements, args.protocol)
+            print(
+                f"--max-elements {max_elements:>9} ({max_elements * 4 / 2**20:.0f} MB blocks): "
+                f"{r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB, "
+                f"t2a R@1 {r['t2a_R@1']:.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""The command line end to end: demo, evaluate with JSON, info, help texts."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from diffatr.cache import SyntheticConfig, make_synthetic
+from diffatr.cli import main
+
+
+@pytest.fixture(scope="module")
+def synthetic_cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "syn.h5"
+    make_synthetic(path, SyntheticConfig(n_clips=60, captions_per_clip=(1, 5, 7), seed=3))
+    return path
+
+
+def _commands(group, prefix=()):
+    for name, cmd in group.commands.items():
+        yield (*prefix, name), cmd
+        if hasattr(cmd, "commands"):
+            yield from _commands(cmd, (*prefix, name))
+
+
+def test_every_command_and_option_is_explained():
+    runner = CliRunner()
+    for path, cmd in _commands(main):
+        result = runner.invoke(main, [*path, "--help"])
+        assert result.exit_code == 0, path
+        assert cmd.help and len(cmd.help) > 20, path
+        for param in cmd.params:
+            if param.param_type_name == "option" and param.name != "help":
+                assert param.help, f"{' '.join(path)} {param.opts} has no help"
+
+
+def test_demo_runs_and_says_its_data_are_synthetic(tmp_path):
+    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "--clips", "80"])
+    assert result.exit_code == 0, result.output
+    assert "SYNTHETIC" in result.output
+    assert "t2a" in result.output and "a2t" in result.output
+    payload = json.loads((tmp_path / "metrics_cosine.json").read_text())
+    assert payload["protocol"] == "paper"
+    assert 0 < payload["metrics"]["t2a_R@1"] <= 100
+    assert (tmp_path / "submission_cosine.csv").read_text().startswith("caption,file_name_1,")
+    again = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "--clips", "80"])
+    assert again.exit_code == 1 and "already holds a demo" in again.output
+
+
+def test_evaluate_writes_json_matching_the_api(synthetic_cache, tmp_path):
+    from diffatr.evaluate import EvalConfig, evaluate_cache
+
+    out = tmp_path / "m.json"
+    result = CliRunner().invoke(
+        main, ["evaluate", str(synthetic_cache), "--json", str(out), "--max-elements", "100"]
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(out.read_text())
+    expected = evaluate_cache(synthetic_cache, EvalConfig()).metrics
+    assert payload["metrics"] == pytest.approx(expected)
+    assert payload["counts"]["clips"] == 60
+    assert f"{expected['t2a_R@1']:.1f}" in result.output
+
+
+def test_dcase_protocol_prints_the_interval(synthetic_cache, tmp_path):
+    sub = tmp_path / "sub.csv"
+    result = CliRunner().invoke(
+        main, ["evaluate", str(synthetic_cache), "--protocol", "dcase", "--submission", str(sub)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "95% CI" in result.output and "a2t" not in result.output.split("DCASE")[1]
+    from diffatr.cache import Cache
+
+    with Cache(synthetic_cache) as cache:
+        n_captions = cache.n_text
+    assert len(sub.read_text().splitlines()) == 1 + n_captions
+
+
+def test_info_describes_the_cache(synthetic_cache):
+    result = CliRunner().invoke(main, ["cache", "info", str(synthetic_cache), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["audio"]["rows"] == 60 and info["audio"]["dim"] == 512
+    assert info["captions_per_clip"]["min"] >= 1 and info["captions_per_clip"]["max"] <= 7
+    text = CliRunner().invoke(main, ["cache", "info", str(synthetic_cache)])
+    assert "captions per clip" in text.output
+
+
+def test_synthetic_command_and_bad_options(tmp_path):
+    out = tmp_path / "s.h5"
+    ok = CliRunner().invoke(
+        main,
+        [
+            "cache",
+            "synthetic",
+            str(out),
+            "--clips",
+            "20",
+            "--captions-per-clip",
+            "1,7",
+            "--float16",
+        ],
+    )
+    assert ok.exit_code == 0, ok.output
+    bad = CliRunner().invoke(
+        main, ["cache", "synthetic", str(tmp_path / "t.h5"), "--captions-per-clip", "five"]
+    )
+    assert bad.exit_code == 2 and "comma-separated" in bad.output
+    exists = CliRunner().invoke(main, ["cache", "synthetic", str(out)])
+    assert exists.exit_code == 1 and "already exists" in exists.output
+    assert "Traceback" not in exists.output
+
+
+def test_device_choice_is_checked(synthetic_cache):
+    result = CliRunner().invoke(main, ["evaluate", str(synthetic_cache), "--device", "nonsense"])
+    assert result.exit_code == 1 and "--device nonsense" in result.output
