@@ -16,8 +16,11 @@ def partial_path(path: Path) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path to write; on success rename it to `path`, on failure delete it."""
+    """Yield a temporary path to write; on success rename it to `path`, on failure delete it.
+
+    Missing parent folders are created."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(path)
     try:
         yield tmp

@@ -413,3 +413,13 @@ def test_cache_opened_before_fork_works_in_the_child(round_trip):
     assert cache.h5 is parent_handle  # the parent keeps its handle ...
     np.testing.assert_array_equal(cache.embeddings("audio")[3], audio[3])  # ... and it works
     cache.close()
+
+
+def test_empty_chunks_write_nothing(tmp_path):
+    path = tmp_path / "empty_chunks.h5"
+    with _writer(path) as w:
+        w.add_text([], [], np.zeros((0, 4)))
+        w.add_audio([], np.zeros((0, 4)))
+        w.add_audio(["a"], np.ones((1, 4)))
+    with h5py.File(path) as h:
+        assert "text" not in h and len(h["audio/ids"]) == 1

@@ -50,7 +50,7 @@ def test_demo_runs_and_says_its_data_are_synthetic(tmp_path):
 def test_evaluate_writes_json_matching_the_api(synthetic_cache, tmp_path):
     from diffatr.evaluate import EvalConfig, evaluate_cache
 
-    out = tmp_path / "m.json"
+    out = tmp_path / "new" / "folder" / "m.json"  # missing parents are created
     result = CliRunner().invoke(
         main, ["evaluate", str(synthetic_cache), "--json", str(out), "--max-elements", "100"]
     )
@@ -114,3 +114,13 @@ def test_synthetic_command_and_bad_options(tmp_path):
 def test_device_choice_is_checked(synthetic_cache):
     result = CliRunner().invoke(main, ["evaluate", str(synthetic_cache), "--device", "nonsense"])
     assert result.exit_code == 1 and "--device nonsense" in result.output
+
+
+def test_an_unwritable_output_is_one_line(synthetic_cache, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = CliRunner().invoke(
+        main, ["evaluate", str(synthetic_cache), "--json", str(blocker / "m.json")]
+    )
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.output.strip().splitlines()[-1].startswith("Error: ")

@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from ..atomic import atomic_open, atomic_path
 from .reader import Cache, Rows
@@ -118,9 +119,13 @@ def _write_tsv(out: Path, cache: Cache, sides: list[str]) -> list[Path]:
                         (_clean(c), _clean(ids[k]) if ids and k >= 0 else "")
                         for c, k in zip(cache.captions(), index.tolist(), strict=True)
                     ]
-                for start, block in cache.embeddings(side).chunks():
-                    np.savetxt(fv, block.astype(np.float32), delimiter="\t", fmt="%.6g")
-                    for name, clip in labels[start : start + len(block)]:
-                        fm.write(f"{side}\t{name}\t{clip}\n")
+                rows = cache.embeddings(side)
+                # Formatting text is slow (thousands of 512-d rows per second): show progress.
+                with tqdm(total=len(rows), desc=f"{side} -> tsv", unit="row", disable=None) as bar:
+                    for start, block in rows.chunks():
+                        np.savetxt(fv, block.astype(np.float32), delimiter="\t", fmt="%.6g")
+                        for name, clip in labels[start : start + len(block)]:
+                            fm.write(f"{side}\t{name}\t{clip}\n")
+                        bar.update(len(block))
         written += [vectors, metadata]
     return written

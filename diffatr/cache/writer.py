@@ -167,6 +167,8 @@ class CacheWriter:
         index = _numpy(audio_index).astype(np.int64, copy=False).reshape(-1)
         if len(index) != len(captions):
             raise CacheError(f"{len(captions)} captions but {len(index)} audio_index entries")
+        if not captions:
+            return
         self._append_side("text", captions, embeddings, tokens)
         self._append(self._group("text"), "audio_index", index, np.int64)
 
