@@ -19,17 +19,23 @@ from pathlib import Path
 
 from diffatr.cache import SyntheticConfig, make_synthetic
 
+# Peak resident memory of the current process. VmHWM belongs to the process's own address space;
+# ru_maxrss would be wrong here, since Linux carries it over from the parent across fork + exec.
+PEAK_RSS_MB = (
+    "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
+)
+
 
 def run_child(cache: Path, max_elements: int, protocol: str) -> dict:
     """Evaluate in a fresh process; return wall seconds and that process's peak RSS."""
     code = (
-        "import sys, json, time, resource\n"
+        "import sys, json, time\n"
         "from diffatr.evaluate import EvalConfig, evaluate_cache\n"
         "t = time.perf_counter()\n"
         f"r = evaluate_cache(sys.argv[1], EvalConfig(protocol={protocol!r}, "
         f"max_elements={max_elements}, device='cpu'))\n"
         "print(json.dumps({'seconds': time.perf_counter() - t, "
-        "'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
+        f"'peak_rss_mb': {PEAK_RSS_MB}, "
         "'t2a_R@1': r.metrics['t2a_R@1']}))\n"
     )
     out = subprocess.run(
@@ -40,10 +46,7 @@ def run_child(cache: Path, max_elements: int, protocol: str) -> dict:
 
 def baseline_rss() -> float:
     """Peak RSS of a process that only imports torch + diffatr (the floor under every run)."""
-    code = (
-        "import resource, torch, diffatr.evaluate; "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
-    )
+    code = f"import torch, diffatr.evaluate; print({PEAK_RSS_MB})"
     return float(
         subprocess.run(
             [sys.executable, "-c", code], check=True, capture_output=True, text=True
@@ -56,7 +59,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=10_000)
     parser.add_argument("--captions-per-clip", type=int, default=5)
     parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--max-elements", type=int, nargs="+", default=[1 << 22, 1 << 24])
+    parser.add_argument("--max-elements", type=int, nargs="+", default=[1 << 20, 1 << 22, 1 << 24])
     parser.add_argument("--protocol", default="paper", choices=["paper", "dcase"])
     args = parser.parse_args()
 

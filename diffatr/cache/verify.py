@@ -26,7 +26,7 @@ from .schema import (
     CacheError,
 )
 
-_CHUNK_ROWS = 16384
+_CHUNK_ROWS = 4096
 
 
 @dataclass

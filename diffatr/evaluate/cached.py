@@ -69,29 +69,27 @@ def evaluate_cache(
             f"{path}: audio embeddings are {da}-d and text {dt}-d, so cosine ranking is undefined; "
             "this looks like a backbone-feature cache: project it into a joint space first"
         )
-    labelled = int((data.audio_index >= 0).sum())
+    index, ids, captions = data.audio_index, data.audio_ids, data.captions
+    labelled = int((index >= 0).sum())
     if labelled == 0:
         raise UserError(f"{path}: no caption has a clip (audio_index is all -1): nothing to score")
+    top = SUBMISSION_COLUMNS if submission is not None else 0
+    if top and len(ids) < top:
+        raise UserError(
+            f"{path}: a submission lists {top} clips per caption; the cache has {len(ids)}"
+        )
     scores = CosineScores(data.text, data.audio, device)
+    del data  # ranking needs only the normalised copies inside `scores`
     counts = {
-        "captions": len(data.captions),
-        "clips": len(data.audio_ids),
+        "captions": len(captions),
+        "clips": len(ids),
         "scored_captions": labelled,
-        "clips_with_captions": int(torch.unique(data.audio_index[data.audio_index >= 0]).numel()),
+        "clips_with_captions": int(torch.unique(index[index >= 0]).numel()),
     }
     if cfg.protocol == "paper":
-        metrics = paper_protocol(scores, data.audio_index, cfg.max_elements, progress)
+        metrics = paper_protocol(scores, index, cfg.max_elements, progress)
     else:
-        top = SUBMISSION_COLUMNS if submission is not None else 0
-        if top and len(data.audio_ids) < top:
-            raise UserError(
-                f"{path}: a submission lists {top} clips per caption; the cache has "
-                f"{len(data.audio_ids)}"
-            )
-        metrics, best = dcase_protocol(scores, data.audio_index, cfg.max_elements, top, progress)
+        metrics, best = dcase_protocol(scores, index, cfg.max_elements, top, progress)
         if submission is not None:
-            ids = data.audio_ids
-            write_submission(
-                submission, data.captions, [[ids[j] for j in row] for row in best.tolist()]
-            )
+            write_submission(submission, captions, [[ids[j] for j in row] for row in best.tolist()])
     return EvalResult(metrics=metrics, config=cfg, cache=path, counts=counts)

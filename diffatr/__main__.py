@@ -1,0 +1,5 @@
+"""`python -m diffatr ...` runs the command line, like the `diffatr` script."""
+
+from .cli import main
+
+main()
