@@ -1,7 +1,7 @@
 """The DCASE Task 6b protocol: jackknife interval, t2a metrics and the submission CSV.
 
 The jackknife is checked against an explicit leave-one-out loop, the metrics against the paper
-protocol's t2a keys and a naive t2a oracle (Python loops and `sorted`), and the submission
+protocol's t2a keys and the naive oracle of `retrieval_oracle.py`, and the submission
 against that oracle's top-10 clips, through caches written with `CacheWriter`.
 """
 
@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from retrieval_oracle import as_rows, oracle_order, oracle_summary, oracle_t2a_ranks
 
 from diffatr.cache import CacheWriter
 from diffatr.errors import UserError
@@ -49,26 +50,16 @@ def loo_interval(values: list[float], z: float = Z95) -> tuple[float, float]:
     return mean - half, mean + half
 
 
-def oracle_order(scores: list[float]) -> list[int]:
-    """Clip rows best first; equal scores keep gallery order (lower row first)."""
-    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-
-
 def oracle_t2a(S, audio_index: list[int]) -> tuple[dict[str, float], list[float], list[list[int]]]:
     """t2a metrics (percent), per-query AP@10 (percent) of labelled captions, full orders."""
-    rows = [[float(v) for v in row] for row in S.tolist()]
-    orders = [oracle_order(row) for row in rows]
-    ranks = [orders[j].index(a) + 1 for j, a in enumerate(audio_index) if a >= 0]
-    ap = [100.0 / r if r <= 10 else 0.0 for r in ranks]
-    n = len(ranks)
-    shifted = sorted(r - 1 for r in ranks)
-    middle = n // 2
-    median = shifted[middle] if n % 2 else (shifted[middle - 1] + shifted[middle]) / 2
-    metrics = {f"t2a_R@{k}": 100.0 * sum(r <= k for r in ranks) / n for k in (1, 5, 10)}
-    metrics["t2a_mAP@10"] = sum(ap) / n
-    metrics["t2a_medR"] = float(math.floor(median) + 1)
-    metrics["t2a_meanR"] = sum(ranks) / n
-    return metrics, ap, orders
+    rows = as_rows(S)
+    ranks = [r for r in oracle_t2a_ranks(rows, audio_index) if r > 0]
+    ap = [1.0 / r if r <= 10 else 0.0 for r in ranks]
+    return (
+        oracle_summary("t2a_", ranks, ap),
+        [100.0 * x for x in ap],
+        [oracle_order(r) for r in rows],
+    )
 
 
 def assert_close(got: dict, expected: dict, tol: float = 1e-9) -> None:
