@@ -99,7 +99,7 @@ def evaluate(cache, protocol, json_out, submission, device, max_elements, no_ver
         click.echo(f"wrote {submission}")
 
 
-@main.group(cls=_Group)
+@main.group()
 def cache():
     """Inspect, check and export cache files."""
 

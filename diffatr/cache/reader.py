@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import torch
 
-from .schema import FORMAT, FORMAT_VERSION, NO_CLIP, SIDES, CacheError
+from .schema import FORMAT, FORMAT_VERSION, SIDES, CacheError
 
 _EXTRACT_HINT = {
     "audio": "it holds only captions; extract the audio side into it",
@@ -238,4 +238,4 @@ def plain(value):
     return value
 
 
-__all__ = ["NO_CLIP", "Cache", "CacheTensors", "Rows", "load_tensors", "open_h5", "plain"]
+__all__ = ["Cache", "CacheTensors", "Rows", "load_tensors", "open_h5", "plain"]

@@ -21,6 +21,8 @@ checkpoint_sha256, sample_rate (audio), feature_kind, settings (the full setting
 "backbone" when they are separate encoders' features (a phase-1 input).
 """
 
+import numpy as np
+
 from ..errors import UserError
 
 FORMAT = "diffatr-cache"
@@ -48,6 +50,11 @@ SIDES = {
     },
 }
 NO_CLIP = -1
+
+
+def outside_clips(audio_index: np.ndarray, n_audio: int) -> np.ndarray:
+    """Rows of captions whose audio_index is neither a clip row nor NO_CLIP."""
+    return np.flatnonzero((audio_index < NO_CLIP) | (audio_index >= n_audio))
 
 
 class CacheError(UserError):

@@ -24,6 +24,7 @@ from .schema import (
     SIDES,
     SPACES,
     CacheError,
+    outside_clips,
 )
 
 _CHUNK_ROWS = 4096
@@ -212,7 +213,7 @@ def _check_sequences(group: h5py.Group, side: str, n: int, report: Report) -> No
 
 def _check_index(h5: h5py.File, n_audio: int, report: Report) -> None:
     index = h5["text/audio_index"][:]
-    bad = np.flatnonzero((index < NO_CLIP) | (index >= n_audio))
+    bad = outside_clips(index, n_audio)
     if bad.size:
         row = int(bad[0])
         report.errors.append(

@@ -16,7 +16,15 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import partial_path
-from .schema import EMBEDDING_DTYPES, FORMAT, FORMAT_VERSION, NO_CLIP, SIDES, SPACES, CacheError
+from .schema import (
+    EMBEDDING_DTYPES,
+    FORMAT,
+    FORMAT_VERSION,
+    SIDES,
+    SPACES,
+    CacheError,
+    outside_clips,
+)
 
 _STR = h5py.string_dtype("utf-8")
 _CHUNK_BYTES = 1 << 20  # HDF5 chunk size: ~1 MiB reads well sequentially and by row
@@ -95,17 +103,15 @@ class CacheWriter:
     def _finish(self) -> None:
         h5 = self._file()
         if "text" in h5 and "audio" in h5:
-            index = h5["text/audio_index"]
+            index = h5["text/audio_index"][:]  # 8 bytes a caption: small even for WavCaps
             n_audio = len(h5["audio/ids"])
-            for start in range(0, len(index), 1 << 20):
-                rows = index[start : start + (1 << 20)]
-                bad = np.flatnonzero((rows < NO_CLIP) | (rows >= n_audio))
-                if bad.size:
-                    row = start + int(bad[0])
-                    raise CacheError(
-                        f"{self.path}: caption row {row} points to clip {int(index[row])}, "
-                        f"but the cache has {n_audio} clips"
-                    )
+            bad = outside_clips(index, n_audio)
+            if bad.size:
+                row = int(bad[0])
+                raise CacheError(
+                    f"{self.path}: caption row {row} points to clip {int(index[row])}, "
+                    f"but the cache has {n_audio} clips"
+                )
         h5.close()
         self._h5 = None
         os.replace(self.tmp, self.path)
