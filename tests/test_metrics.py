@@ -414,3 +414,11 @@ def test_nan_in_cosine_embeddings_raises_user_error():
 def test_no_labelled_caption_is_refused():
     with pytest.raises(ValueError):
         paper_protocol(DenseScores(np.zeros((3, 2))), torch.tensor([-1, -1, -1]))
+
+
+def test_huge_finite_scores_are_not_mistaken_for_nan():
+    """Row sums of huge scores overflow to Inf; only real NaN/Inf entries may be refused."""
+    S = np.full((4, 3), 3e38, dtype=np.float32)
+    S[np.arange(4), [0, 1, 2, 0]] = 3.3e38
+    got = paper_protocol(DenseScores(torch.from_numpy(S)), torch.tensor([0, 1, 2, 0]))
+    assert got["t2a_R@1"] == 100.0
