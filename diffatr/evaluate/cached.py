@@ -1,9 +1,10 @@
-"""Evaluate retrieval straight from a cache: cosine similarity of the cached embeddings.
+"""Evaluate retrieval straight from a cache: cosine similarity, or a head's re-ranked scores.
 
 Reads: a joint-space cache (format v1). Writes: nothing (the CLI writes JSON / submission CSV).
 """
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,10 @@ from ..errors import UserError
 from .dcase import SUBMISSION_COLUMNS, write_submission
 from .metrics import dcase_protocol, paper_protocol
 from .ranks import DEFAULT_MAX_ELEMENTS
-from .similarity import CosineScores
+from .similarity import CosineScores, Scores
+
+# (text (Nt, D), audio (Na, D), device) -> the Scores to rank by
+ScoresFactory = Callable[[torch.Tensor, torch.Tensor, torch.device], Scores]
 
 PROTOCOLS = ("paper", "dcase")
 
@@ -34,12 +38,13 @@ class EvalResult:
     config: EvalConfig
     cache: Path
     counts: dict[str, int] = field(default_factory=dict)
+    ranking: str = "cosine"
 
     def to_json(self) -> dict:
         return {
             "cache": str(self.cache),
             "protocol": self.config.protocol,
-            "ranking": "cosine",
+            "ranking": self.ranking,
             "counts": self.counts,
             "metrics": self.metrics,
             "config": asdict(self.config),
@@ -51,8 +56,11 @@ def evaluate_cache(
     cfg: EvalConfig = EvalConfig(),
     submission: str | os.PathLike | None = None,
     progress: bool = False,
+    make_scores: ScoresFactory | None = None,
+    ranking: str = "cosine",
 ) -> EvalResult:
-    """Rank by cosine similarity, compute the protocol's metrics, optionally write a submission."""
+    """Rank by cosine similarity (or `make_scores`' scores, named `ranking`), compute the
+    protocol's metrics, optionally write a submission."""
     if cfg.protocol not in PROTOCOLS:
         raise UserError(f"protocol must be one of {PROTOCOLS}, not {cfg.protocol!r}")
     if submission is not None and cfg.protocol != "dcase":
@@ -78,7 +86,10 @@ def evaluate_cache(
         raise UserError(
             f"{path}: a submission lists {top} clips per caption; the cache has {len(ids)}"
         )
-    scores = CosineScores(data.text, data.audio, device)
+    if make_scores is None:
+        scores = CosineScores(data.text, data.audio, device)
+    else:
+        scores = make_scores(data.text, data.audio, device)
     del data  # ranking needs only the normalised copies inside `scores`
     counts = {
         "captions": len(captions),
@@ -92,4 +103,4 @@ def evaluate_cache(
         metrics, best = dcase_protocol(scores, index, cfg.max_elements, top, progress)
         if submission is not None:
             write_submission(submission, captions, [[ids[j] for j in row] for row in best.tolist()])
-    return EvalResult(metrics=metrics, config=cfg, cache=path, counts=counts)
+    return EvalResult(metrics=metrics, config=cfg, cache=path, counts=counts, ranking=ranking)

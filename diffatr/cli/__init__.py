@@ -1,0 +1,43 @@
+"""The `diffatr` command line. Thin: parse options into a config, call one function, print.
+
+User errors (`UserError`) print as one line, `Error: ...`, exit status 1, no traceback.
+One module per stage's commands; this one holds the group and the error handling.
+"""
+
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import UserError
+
+
+class _Group(click.Group):
+    """A click group that turns user errors into one-line messages."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            raise click.ClickException(str(e)) from None
+        except OSError as e:  # permissions, a full disk, a path that is a folder: not a bug
+            where = f"{e.filename}: " if e.filename else ""
+            raise click.ClickException(f"{where}{e.strerror or e}") from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="diffatr")
+def main():
+    """diffatr: train and evaluate audio-text retrieval heads on cached embeddings.
+
+    Caches are HDF5 files (format v1, see the README): one per dataset split, with clip and
+    caption embeddings. Start with `diffatr demo`.
+    """
+
+
+from . import cache, demo, evaluate, extract, head  # noqa: E402  (they register on `main`)
+
+__all__ = ["cache", "demo", "evaluate", "extract", "head", "main"]

@@ -1,0 +1,142 @@
+"""`diffatr evaluate`: retrieval metrics of a cache, by cosine or with a trained head."""
+
+import sys
+
+import click
+
+from . import main
+from .options import CACHE
+
+
+@main.command()
+@click.argument("cache", type=CACHE)
+@click.option(
+    "--protocol",
+    type=click.Choice(["paper", "dcase"]),
+    default="paper",
+    show_default=True,
+    help="paper: both directions, R@1/5/10, mAP@10, medR, meanR (Mei et al.); "
+    "dcase: text-to-audio with a jackknife 95% interval for mAP@10 (Task 6b).",
+)
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the metrics, counts and settings to this JSON file.",
+)
+@click.option(
+    "--submission",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="With --protocol dcase: write the Task 6b submission CSV "
+    "(caption,file_name_1..file_name_10) here.",
+)
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="Where to compute similarities: auto (CUDA when present), cpu, cuda, cuda:1.",
+)
+@click.option(
+    "--max-elements",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Similarity entries held in memory at once, 4 bytes each [default: 4194304, "
+    "16 MB]; lower it to use less memory on huge galleries.",
+)
+@click.option(
+    "--no-verify",
+    is_flag=True,
+    help="Skip the full cache check (NaN, index ranges) that runs before ranking.",
+)
+@click.option(
+    "--head",
+    type=click.Path(dir_okay=False, exists=False),
+    default=None,
+    help="A diffusion-head checkpoint (from `diffatr train-head`): re-rank each query's cosine "
+    "top-k with it and print both rankings.",
+)
+@click.option(
+    "--topk",
+    default="32",
+    show_default=True,
+    help="With --head: candidates re-ranked per query, or `all` for the whole gallery.",
+)
+@click.option(
+    "--alpha", type=float, default=1.0, show_default=True, help="With --head: fusion weight."
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="With --head: softmax temperature of the boost.",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --head: DDIM sampling steps [default: the K the head was trained with].",
+)
+@click.option(
+    "--eta", type=click.FloatRange(min=0), default=0.0, show_default=True, help="DDIM eta."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of x_K (sampling).")
+@click.option(
+    "--mode",
+    type=click.Choice(["fusion", "gen"]),
+    default="fusion",
+    show_default=True,
+    help="fusion: cosine + alpha * softmax(x0_hat / T) (Gen+Dis); gen: order the top-k by the "
+    "head alone (Gen).",
+)
+@click.option(
+    "--no-compile",
+    is_flag=True,
+    help="Run the head's per-pair loop in eager PyTorch instead of torch.compile'd code "
+    "(slower; no compile time, no C++ compiler needed).",
+)
+def evaluate(cache, protocol, json_out, submission, device, max_elements, no_verify, **head):
+    """Rank CACHE by cosine similarity (and, with --head, by a diffusion head); print metrics.
+
+    \b
+    diffatr evaluate test.h5
+    diffatr evaluate test.h5 --head head.pt --topk 32 --json results.json
+    """
+    from ..evaluate import EvalConfig, evaluate_cache, format_table, write_json
+
+    chunking = {"max_elements": max_elements} if max_elements else {}
+    cfg = EvalConfig(protocol=protocol, device=device, verify=not no_verify, **chunking)
+    progress = sys.stderr.isatty()
+    if head["head"] is None:
+        results = {"cosine": evaluate_cache(cache, cfg, submission=submission, progress=progress)}
+    else:
+        from ..diffusion_head import RerankConfig
+        from ..diffusion_head.evaluate import evaluate_with_head
+
+        topk = head["topk"]
+        if topk != "all" and not (topk.isdigit() and int(topk) > 0):
+            raise click.BadParameter("a positive integer or `all`", param_hint="--topk")
+        rerank = RerankConfig(
+            topk=None if topk == "all" else int(topk),
+            alpha=head["alpha"],
+            temperature=head["temperature"],
+            steps=head["steps"],
+            eta=head["eta"],
+            seed=head["seed"],
+            mode=head["mode"],
+            compiled=not head["no_compile"],
+        )
+        results = evaluate_with_head(cache, head["head"], rerank, cfg, submission, progress)
+    c = next(iter(results.values())).counts
+    click.echo(f"{cache}: {c['scored_captions']} captions scored over {c['clips']} clips")
+    click.echo(format_table({name: r.metrics for name, r in results.items()}, protocol))
+    if json_out:
+        payload = next(iter(results.values())).to_json()
+        if len(results) > 1:
+            payload = {name: r.to_json() for name, r in results.items()}
+        write_json(json_out, payload)
+        click.echo(f"wrote {json_out}")
+    if submission:
+        click.echo(f"wrote {submission}")

@@ -1,0 +1,94 @@
+"""Diffusion-head checkpoints: plain dicts loadable with torch.load(..., weights_only=True).
+
+Writes/reads one `.pt` file: {"format", "version", "config" (HeadConfig as a dict), "dim",
+"t2a", "a2t" (Denoiser state dicts), "epoch", "val_metrics", "history", "train_cache"}.
+"""
+
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+from ..atomic import atomic_path
+from ..errors import UserError
+from .config import HeadConfig
+from .denoiser import Denoiser
+from .schedule import make_betas
+
+FORMAT = "diffatr-diffusion-head"
+VERSION = 1
+DIRECTIONS = ("t2a", "a2t")
+
+
+@dataclass
+class Head:
+    """A trained head: both directions' denoisers, the schedule they were trained with."""
+
+    config: HeadConfig
+    t2a: Denoiser
+    a2t: Denoiser
+    meta: dict
+
+    @property
+    def dim(self) -> int:
+        return self.t2a.dim
+
+    @property
+    def betas(self) -> torch.Tensor:
+        return make_betas(self.config.schedule, self.config.K)
+
+
+def new_denoiser(dim: int, K: int) -> Denoiser:
+    return Denoiser(dim, max_steps=max(K, 1000))
+
+
+def save_head(path: str | os.PathLike, head: Head) -> None:
+    """Write the checkpoint atomically (a crash never leaves a half-written file)."""
+    blob = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": asdict(head.config),
+        "dim": head.dim,
+        "t2a": {k: v.detach().cpu() for k, v in head.t2a.state_dict().items()},
+        "a2t": {k: v.detach().cpu() for k, v in head.a2t.state_dict().items()},
+        **head.meta,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def load_head(path: str | os.PathLike, device: torch.device | str = "cpu") -> Head:
+    """Read a checkpoint written by `save_head`, refusing anything else with a clear message."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint file")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{path}: not a readable diffatr checkpoint ({exc!s:.120})") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise UserError(
+            f"{path}: not a diffusion-head checkpoint (expected format {FORMAT!r}); "
+            "make one with `diffatr train-head`"
+        )
+    if blob.get("version") != VERSION:
+        raise UserError(
+            f"{path}: checkpoint version {blob.get('version')}; this diffatr reads {VERSION}"
+        )
+    known = {f.name for f in fields(HeadConfig)}
+    cfg = HeadConfig(**{k: v for k, v in blob["config"].items() if k in known})
+    dim = int(blob["dim"])
+    nets = {}
+    for direction in DIRECTIONS:
+        net = new_denoiser(dim, cfg.K)
+        try:
+            net.load_state_dict(blob[direction])
+        except (KeyError, RuntimeError) as exc:
+            raise UserError(
+                f"{path}: the {direction} weights do not fit a {dim}-d denoiser ({exc!s:.200})"
+            ) from None
+        nets[direction] = net.to(device).eval()
+    reserved = {"format", "version", "config", "dim", *DIRECTIONS}
+    meta = {k: v for k, v in blob.items() if k not in reserved}
+    return Head(config=cfg, t2a=nets["t2a"], a2t=nets["a2t"], meta=meta)

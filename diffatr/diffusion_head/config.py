@@ -1,0 +1,56 @@
+"""Settings of the diffusion head: one frozen dataclass for training, one for re-ranking.
+
+`asdict()` of both goes into every checkpoint and result file, so any artefact says how it was
+made. Defaults are the faithful ones of method.md (DiffusionRet's optimiser, K = 50, cosine).
+"""
+
+from dataclasses import dataclass
+
+from .schedule import SCHEDULES
+
+MODES = ("fusion", "gen")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    K: int = 50  # diffusion steps, trained and sampled (the paper's Table 6 varies it)
+    schedule: str = "cosine"  # "cosine" (Nichol & Dhariwal) or "linear" (DDPM)
+    normalize: bool = False  # L2-normalise features before the denoiser (method.md: off)
+    epochs: int = 5  # DiffusionRet's schedule
+    batch_size: int = 32  # queries = candidates per batch (paper: 32 AudioCaps, 24 Clotho)
+    lr: float = 1e-4  # AdamW peak learning rate
+    weight_decay: float = 0.2  # on weight matrices only, not on biases
+    warmup: float = 0.1  # fraction of all steps spent in linear warm-up, then cosine decay
+    grad_clip: float = 1.0  # max global gradient norm
+    ema: float = 0.99  # EMA decay of the weights; the EMA weights are validated and saved
+    logit_scale: float = 100.0  # L_G = CE(logit_scale * x0_hat, positive)
+    seed: int = 0  # initialisation, batch order, steps k and noise eps
+    fused: bool = True  # train through the factorised denoiser (same math, ~no (B, N, 2D) work)
+    device: str = "auto"  # "auto" = CUDA when present, else CPU
+
+    def check(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, not {self.schedule!r}")
+        if self.K < 1 or self.epochs < 1 or self.batch_size < 2:
+            raise ValueError("K and epochs must be >= 1 and the batch size >= 2")
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    topk: int | None = 32  # candidates re-ranked per query; None = the whole gallery
+    alpha: float = 1.0  # fusion weight: S' = S + alpha * softmax(x0_hat / temperature)
+    temperature: float = 1.0  # softmax temperature of the boost
+    steps: int | None = None  # DDIM steps; None = all K (fewer: the strided "leading" subset)
+    eta: float = 0.0  # DDIM eta; 0 = deterministic given x_K
+    seed: int = 0  # x_K (and DDIM noise) per query row, independent of block sizes
+    mode: str = "fusion"  # "fusion" (Gen+Dis) or "gen": order the top-k by the head alone
+    compiled: bool = True  # torch.compile the per-pair loop (falls back to eager on failure)
+    query_block: int = 64  # queries sampled together: their candidates stay in cache
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
+        if self.topk is not None and self.topk < 1:
+            raise ValueError(f"top-k must be at least 1 (or all), got {self.topk}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")

@@ -1,0 +1,224 @@
+"""The factorised, fused fast path of the denoiser: the same x0_hat as `Denoiser.forward`.
+
+Reads nothing, writes nothing: functions over a `Denoiser`'s weights. The reference form
+concatenates [E, C_j] and runs the 2D x 2D decoder for every (query, candidate) at every step.
+Most of that work depends on neither the query nor the step (notation beyond denoiser.py):
+
+    W1 = [W1_E | W1_C]        decoder.0's weight split into the E half and the C_j half
+    KC = C W_K^T, VC = C W_V^T          per-candidate constants, (Nc, D)
+    GC = C W1_C^T + b1                  the decoder's first layer on the candidate half, (Nc, 2D)
+    HE = E W1_E^T                       the same layer on the query half, (B, 2D)
+    logit_bj = w2 . relu(HE_b + GC_j) + b2      the only per-(query, candidate) work
+
+Q . (W_K pj) is the same for every candidate of a query, so it drops out of the softmax over N,
+and sum_j A_j = 1 turns sum_j A_j (VC_j + W_V pj) into A VC + W_V pj. What remains per step is
+the add-ReLU-dot of the last line: `pair_logits` runs it as one torch.compile'd loop (inductor
+emits C++/OpenMP on CPU and Triton on CUDA) that never holds the (B, N, 2D) tensor, or in
+bounded eager blocks when compiling is off or unavailable.
+"""
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from .denoiser import Denoiser
+
+EAGER_BLOCK_ELEMENTS = 1 << 22  # eager fallback: (rows, N, 2D) blocks of at most 16 MB
+
+
+def _pair_logits_gathered(HE: torch.Tensor, GCg: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """(B, 2D), (B, N, 2D), (2D,) -> (B, N): w2 . relu(HE_b + GC_bj)."""
+    return (torch.relu(HE.unsqueeze(1) + GCg) * w2).sum(-1)
+
+
+def _pair_logits_shared(HE: torch.Tensor, GC: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """(B, 2D), (N, 2D), (2D,) -> (B, N): every query against the same candidates."""
+    return (torch.relu(HE.unsqueeze(1) + GC.unsqueeze(0)) * w2).sum(-1)
+
+
+_COMPILED: dict[str, object] = {}
+
+
+def _compiled(name: str, fn):
+    """torch.compile'd `fn`, built once per process; inductor caches the code on disk."""
+    if name not in _COMPILED:
+        _COMPILED[name] = torch.compile(fn, dynamic=True)
+    return _COMPILED[name]
+
+
+def _eager_blocks(HE: torch.Tensor, GC: torch.Tensor, w2: torch.Tensor, shared: bool):
+    n, width = GC.shape[-2], GC.shape[-1]
+    rows = max(1, EAGER_BLOCK_ELEMENTS // max(1, n * width))
+    out = []
+    for s in range(0, len(HE), rows):
+        he = HE[s : s + rows].unsqueeze(1)  # (b, 1, 2D)
+        gc = GC.unsqueeze(0) if shared else GC[s : s + rows]  # (b | 1, N, 2D)
+        out.append(torch.relu(he + gc) @ w2)  # (b, N)
+    return torch.cat(out) if out else HE.new_zeros(0, n)
+
+
+def pair_logits(
+    HE: torch.Tensor, GC: torch.Tensor, w2: torch.Tensor, compiled: bool = True
+) -> torch.Tensor:
+    """w2 . relu(HE_b + GC_j) for every pair: GC (N, 2D) shared or (B, N, 2D) per query."""
+    shared = GC.dim() == 2
+    if compiled and not torch.is_grad_enabled():
+        fn = _pair_logits_shared if shared else _pair_logits_gathered
+        try:
+            return _compiled(fn.__name__, fn)(HE, GC, w2)
+        except Exception as exc:  # a missing C++ compiler, an unsupported device, ...
+            warnings.warn(
+                f"torch.compile failed ({exc!s:.200}); using the eager fast path", stacklevel=2
+            )
+            _COMPILED[fn.__name__] = fn
+    return _eager_blocks(HE, GC, w2, shared)
+
+
+@dataclass
+class Split:
+    """A Denoiser's weights, split as the factorisation needs them (views, autograd-friendly)."""
+
+    W_Q: torch.Tensor
+    W_K: torch.Tensor
+    W_V: torch.Tensor
+    W_O: torch.Tensor
+    b_O: torch.Tensor
+    W1_E: torch.Tensor
+    W1_C: torch.Tensor
+    b1: torch.Tensor
+    w2: torch.Tensor
+    b2: torch.Tensor
+
+    @classmethod
+    def of(cls, m: Denoiser) -> "Split":
+        D = m.dim
+        W1 = m.decoder[0].weight  # (2D, 2D), input ordered [E, C_j]
+        return cls(
+            W_Q=m.q_proj.weight,
+            W_K=m.k_proj.weight,
+            W_V=m.v_proj.weight,
+            W_O=m.out_proj.weight,
+            b_O=m.out_proj.bias,
+            W1_E=W1[:, :D],
+            W1_C=W1[:, D:],
+            b1=m.decoder[0].bias,
+            w2=m.decoder[2].weight[0],
+            b2=m.decoder[2].bias[0],
+        )
+
+
+@dataclass
+class CandidateConstants:
+    """KC, VC, GC for a set of candidates: (Nc, ...) shared, or (B, N, ...) gathered per query."""
+
+    KC: torch.Tensor
+    VC: torch.Tensor
+    GC: torch.Tensor
+
+    @classmethod
+    def of(cls, w: Split, C: torch.Tensor) -> "CandidateConstants":
+        return cls(KC=C @ w.W_K.T, VC=C @ w.W_V.T, GC=C @ w.W1_C.T + w.b1)
+
+    def gather(self, idx: torch.Tensor) -> "CandidateConstants":
+        """Rows idx (B, N) of shared constants -> per-query constants (B, N, ...)."""
+        return CandidateConstants(KC=self.KC[idx], VC=self.VC[idx], GC=self.GC[idx])
+
+
+def factorised_step(
+    w: Split,
+    x_k: torch.Tensor,
+    QC_plus: torch.Tensor,
+    WVp: torch.Tensor,
+    cand: CandidateConstants,
+    compiled: bool = True,
+) -> torch.Tensor:
+    """x0_hat (B, N) from Q = QC + W_Q pj (B, D), W_V pj (B, D) and the candidate constants."""
+    shared = cand.KC.dim() == 2
+    att = QC_plus @ cand.KC.T if shared else torch.einsum("bd,bnd->bn", QC_plus, cand.KC)  # (B, N)
+    A = torch.softmax(att + x_k, dim=-1)  # (B, N)
+    ctx = (A @ cand.VC if shared else torch.einsum("bn,bnd->bd", A, cand.VC)) + WVp  # (B, D)
+    E = ctx @ w.W_O.T + w.b_O  # (B, D)
+    HE = E @ w.W1_E.T  # (B, 2D)
+    return pair_logits(HE, cand.GC, w.w2, compiled) + w.b2 + A
+
+
+def factorised_forward(
+    m: Denoiser,
+    x_k: torch.Tensor,
+    k: torch.Tensor,
+    query: torch.Tensor,
+    candidates: torch.Tensor,
+    compiled: bool = False,
+) -> torch.Tensor:
+    """Drop-in for `m(x_k, k, query, candidates)` through the factorisation (training uses it)."""
+    w = Split.of(m)
+    pj = m.step_embedding(k)  # (B, D)
+    cand = CandidateConstants.of(w, candidates)
+    return factorised_step(w, x_k, (query + pj) @ w.W_Q.T, pj @ w.W_V.T, cand, compiled)
+
+
+def _step_gathered(x_k, Qp, WVp, KC, VC, GC, W_O, b_O, W1_E, w2, b2):
+    """One inference step over per-query candidates KC, VC (B, N, D), GC (B, N, 2D)."""
+    A = torch.softmax((Qp.unsqueeze(1) * KC).sum(-1) + x_k, dim=-1)  # (B, N)
+    E = ((A.unsqueeze(-1) * VC).sum(1) + WVp) @ W_O.T + b_O  # (B, D)
+    HE = E @ W1_E.T  # (B, 2D)
+    return _pair_logits_gathered(HE, GC, w2) + b2 + A
+
+
+def _step_shared(x_k, Qp, WVp, KC, VC, GC, W_O, b_O, W1_E, w2, b2):
+    """One inference step with every query over the same candidates KC, VC (N, D), GC (N, 2D)."""
+    A = torch.softmax(Qp @ KC.T + x_k, dim=-1)  # (B, N)
+    E = (A @ VC + WVp) @ W_O.T + b_O  # (B, D)
+    HE = E @ W1_E.T  # (B, 2D)
+    return _pair_logits_shared(HE, GC, w2) + b2 + A
+
+
+class GalleryDenoiser:
+    """A trained Denoiser with every candidate's constants precomputed once (inference).
+
+    With `compiled`, each DDIM step is one torch.compile'd function (softmax, the weighted sums
+    and the pair loop fused around two small matmuls); otherwise `factorised_step` in eager mode.
+    """
+
+    def __init__(self, m: Denoiser, gallery: torch.Tensor, n_steps: int, compiled: bool = True):
+        with torch.no_grad():
+            w = Split.of(m)
+            self.w = Split(**{f: t.detach() for f, t in vars(w).items()})
+            self.cand = CandidateConstants.of(self.w, gallery)
+            steps = torch.arange(n_steps, device=gallery.device)
+            pj = m.step_embedding(steps)  # (K, D)
+            self.WQp = pj @ self.w.W_Q.T  # (K, D)
+            self.WVp = pj @ self.w.W_V.T  # (K, D)
+        self.compiled = compiled
+        self.n_candidates = len(gallery)
+
+    def query_constants(self, query: torch.Tensor) -> torch.Tensor:
+        """QC = c_q W_Q^T, (B, D)."""
+        return query @ self.w.W_Q.T
+
+    def model_fn(self, QC: torch.Tensor, idx: torch.Tensor | None):
+        """model_fn(x_k, k) for DDIM over the candidates idx (B, N) of each query, or all."""
+        cand = self.cand if idx is None else self.cand.gather(idx)
+        w = self.w
+        if self.compiled:
+            step = _step_shared if idx is None else _step_gathered
+            compiled = _compiled(step.__name__, step)
+
+            def fn(x_k: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+                args = (x_k, QC + self.WQp[k], self.WVp[k], cand.KC, cand.VC, cand.GC)
+                try:
+                    return compiled(*args, w.W_O, w.b_O, w.W1_E, w.w2, w.b2)
+                except Exception as exc:  # a missing C++ compiler, an unsupported device, ...
+                    warnings.warn(
+                        f"torch.compile failed ({exc!s:.200}); using eager code", stacklevel=2
+                    )
+                    self.compiled = False
+                    return factorised_step(w, x_k, args[1], args[2], cand, compiled=False)
+
+            return fn
+
+        def fn(x_k: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+            return factorised_step(w, x_k, QC + self.WQp[k], self.WVp[k], cand, compiled=False)
+
+        return fn
