@@ -28,7 +28,7 @@ from diffatr.diffusion_head.batches import clip_unique_batches
 from diffatr.diffusion_head.checkpoint import Head, new_denoiser
 from diffatr.diffusion_head.rerank import row_noise
 from diffatr.diffusion_head.schedule import alphas_cumprod, make_betas
-from diffatr.diffusion_head.train import lr_lambda, make_optimizer, run_epoch
+from diffatr.diffusion_head.train import init_nets, lr_lambda, make_optimizer, run_epoch
 
 PEAK_RSS_MB = (
     "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
@@ -118,9 +118,7 @@ def bench_train(train_cache: Path, fused_only: bool = False) -> None:
     dim = data.text.shape[1]
     for fused in (True,) if fused_only else (True, False):
         cfg = HeadConfig(fused=fused)
-        torch.manual_seed(0)
-        nets = {d: new_denoiser(dim, cfg.K) for d in ("t2a", "a2t")}
-        ema = {d: new_denoiser(dim, cfg.K) for d in ("t2a", "a2t")}
+        nets, ema = init_nets(dim, cfg), init_nets(dim, cfg)
         opt = make_optimizer(nets, cfg)
         g = torch.Generator().manual_seed(0)
         batches = clip_unique_batches(data.audio_index, cfg.batch_size, g)

@@ -20,15 +20,24 @@ def resolve_device(choice: str = "auto") -> torch.device:
         raise UserError(f"--device {choice}: not a torch device ({e})") from None
 
 
+_flush_depth = 0  # nesting depth of flush_denormal blocks (validation runs inside training)
+
+
 @contextlib.contextmanager
 def flush_denormal() -> Iterator[None]:
-    """Treat float32 denormals as zero inside the block (torch's default, off, after it).
+    """Treat float32 denormals as zero inside the block; nested blocks keep it on.
 
     The head's softmaxes and Adam's second moments produce values below 1e-38, and x86 CPUs
     handle those ~100x slower; measured: one training batch 0.24 s -> 0.05 s on 2 cores.
+    Torch's default (off) is restored when the outermost block ends.
     """
-    torch.set_flush_denormal(True)
+    global _flush_depth
+    if _flush_depth == 0:
+        torch.set_flush_denormal(True)
+    _flush_depth += 1
     try:
         yield
     finally:
-        torch.set_flush_denormal(False)
+        _flush_depth -= 1
+        if _flush_depth == 0:
+            torch.set_flush_denormal(False)

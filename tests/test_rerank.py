@@ -83,13 +83,13 @@ def test_blocks_equal_the_dense_oracle_for_any_split(small, head, case) -> None:
             for cuts in splits:
                 got = blocks(scores, direction, cuts)
                 assert got.dtype == torch.float32
-                torch.testing.assert_close(got.double(), want[direction], rtol=0, atol=2e-6)
+                torch.testing.assert_close(got.double(), want[direction], rtol=0, atol=1e-5)
                 ref = first.setdefault(direction, got)
                 torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
-    # the head moves scores by more than the tolerance: the comparison above is not vacuous
-    S = dense_cosine(small.text, small.audio)
-    moved = (want["t2a"] - S).abs()
-    assert moved.max() > 0.1 and (moved.max(1).values - moved.min(1).values).max() > 0.05
+    # the boosts differ between candidates by far more than the tolerance: not vacuous
+    boost = want["t2a"] - dense_cosine(small.text, small.audio)
+    spread = [row[row != 0].max() - row[row != 0].min() for row in boost]
+    assert max(spread) > 0.05
 
 
 def test_topk_covering_the_gallery_equals_topk_all(small, head) -> None:
@@ -134,26 +134,31 @@ def test_sampling_is_seeded_per_row(small, head) -> None:
         return s.t2a(0, s.n_text)
 
     torch.testing.assert_close(run(eta=0.7, seed=3), run(eta=0.7, seed=3), rtol=0, atol=0)
-    assert (run(eta=0.7, seed=3) - run(eta=0.7, seed=4)).abs().max() > 1e-3
-    assert (run(eta=0.7, seed=3) - run(eta=0.0, seed=3)).abs().max() > 1e-3
-    assert (run(seed=0) - run(seed=1)).abs().max() > 1e-3  # x_K depends on the seed
+    eta_matters = float((run(eta=0.7, seed=3) - run(eta=0.0, seed=3)).abs().max())
+    assert eta_matters > 1e-3
+    # x_K (and with eta > 0 the DDIM noise) depend on the seed
+    seed_matters = float((run(eta=0.7, seed=3) - run(eta=0.7, seed=4)).abs().max())
+    assert seed_matters > 1e-3, "seeds 3 and 4 sample the same scores"
+    seed_matters = float((run(seed=0) - run(seed=1)).abs().max())
+    assert seed_matters > 1e-3, "seeds 0 and 1 sample the same scores"
     # the two directions and different rows draw different x_K
-    assert not torch.equal(row_noise(0, "t2a", 0, (1, 8)), row_noise(0, "a2t", 0, (1, 8)))
+    same_as_a2t = torch.equal(row_noise(0, "t2a", 0, (1, 8)), row_noise(0, "a2t", 0, (1, 8)))
+    assert not same_as_a2t, "t2a and a2t row 0 draw the same x_K"
     assert not torch.equal(row_noise(0, "t2a", 0, (1, 8)), row_noise(0, "t2a", 1, (1, 8)))
 
 
 @pytest.mark.parametrize("seed", [-1, 2**22, 2**31 - 1, 12345678])
 def test_any_int_seed_samples(small, head, seed) -> None:
-    """The CLI's --seed takes any int; large ones must not overflow the per-row seed."""
-    cfg = RerankConfig(topk=5, compiled=False, seed=seed)
-    scores = DiffusionScores(small.text, small.audio, head, cfg)
-    assert torch.isfinite(scores.t2a(0, 4)).all()
-    assert not torch.equal(
-        scores.t2a(0, 4),
-        DiffusionScores(
-            small.text, small.audio, head, RerankConfig(topk=5, compiled=False, seed=seed + 1)
-        ).t2a(0, 4),
-    )
+    """The CLI's --seed takes any int: no overflow, and each seed its own x_K (torch's CPU
+    generator keeps only the low 32 bits of a seed, so those bits must carry the seed)."""
+
+    def run(seed: int) -> torch.Tensor:
+        cfg = RerankConfig(topk=5, compiled=False, seed=seed)
+        return DiffusionScores(small.text, small.audio, head, cfg).t2a(0, 4)
+
+    assert torch.isfinite(run(seed)).all()
+    seed_matters = float((run(seed) - run(seed + 1)).abs().max())
+    assert seed_matters > 1e-3, f"seeds {seed} and {seed + 1} sample the same scores"
 
 
 @pytest.mark.parametrize("case", ["top5", "all", "gen", "eta"])
@@ -213,10 +218,10 @@ def test_normalized_head_uses_unit_features(small) -> None:
     want = oracle_scores(head, small.text, small.audio, topk=5)
     scores = DiffusionScores(small.text, small.audio, head, RerankConfig(topk=5, compiled=False))
     torch.testing.assert_close(
-        scores.t2a(0, scores.n_text).double(), want["t2a"], rtol=0, atol=2e-6
+        scores.t2a(0, scores.n_text).double(), want["t2a"], rtol=0, atol=1e-5
     )
     torch.testing.assert_close(
-        scores.a2t(0, scores.n_audio).double(), want["a2t"], rtol=0, atol=2e-6
+        scores.a2t(0, scores.n_audio).double(), want["a2t"], rtol=0, atol=1e-5
     )
 
 

@@ -64,7 +64,11 @@ from .options import CACHE
     help="With --head: candidates re-ranked per query, or `all` for the whole gallery.",
 )
 @click.option(
-    "--alpha", type=float, default=1.0, show_default=True, help="With --head: fusion weight."
+    "--alpha",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="With --head: fusion weight (>= 0, so the top-k stays on top).",
 )
 @click.option(
     "--temperature",

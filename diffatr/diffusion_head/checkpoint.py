@@ -77,8 +77,11 @@ def load_head(path: str | os.PathLike, device: torch.device | str = "cpu") -> He
             f"{path}: checkpoint version {blob.get('version')}; this diffatr reads {VERSION}"
         )
     known = {f.name for f in fields(HeadConfig)}
-    cfg = HeadConfig(**{k: v for k, v in blob["config"].items() if k in known})
-    dim = int(blob["dim"])
+    try:
+        cfg = HeadConfig(**{k: v for k, v in blob["config"].items() if k in known})
+        dim = int(blob["dim"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"{path}: damaged head checkpoint (config or dim: {exc!s:.80})") from None
     nets = {}
     for direction in DIRECTIONS:
         net = new_denoiser(dim, cfg.K)

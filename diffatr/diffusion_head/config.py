@@ -45,7 +45,7 @@ class RerankConfig:
     seed: int = 0  # x_K (and DDIM noise) per query row, independent of block sizes
     mode: str = "fusion"  # "fusion" (Gen+Dis) or "gen": order the top-k by the head alone
     compiled: bool = True  # torch.compile the per-pair loop (falls back to eager on failure)
-    query_block: int = 64  # queries sampled together: their candidates stay in cache
+    query_block: int = 64  # queries sampled together (measured: 64 ~ 128 ~ 256 > 16 on 2 cores)
 
     def check(self) -> None:
         if self.mode not in MODES:

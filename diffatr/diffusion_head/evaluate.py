@@ -7,6 +7,7 @@ JSON / a DCASE submission of the head's ranking).
 import os
 from dataclasses import asdict, replace
 
+from ..cache import Cache
 from ..errors import UserError
 from ..evaluate import EvalConfig, EvalResult, evaluate_cache
 from .checkpoint import load_head
@@ -29,6 +30,14 @@ def evaluate_with_head(
         raise UserError(
             f"{checkpoint}: the head was trained with K={head.config.K} diffusion steps; "
             f"--steps must be between 1 and {head.config.K}, not {rerank.steps}"
+        )
+
+    with Cache(path) as cache:  # refuse a head of another width before any ranking
+        width = cache.embeddings("text").shape[1] if cache.has("text") else head.dim
+    if width != head.dim:
+        raise UserError(
+            f"{path}: {width}-d embeddings, but the head in {checkpoint} is {head.dim}-d: "
+            "use a head trained on caches of this joint space"
         )
 
     def make_scores(text, audio, device):

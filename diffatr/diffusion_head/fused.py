@@ -158,38 +158,53 @@ def factorised_forward(
     return factorised_step(w, x_k, (query + pj) @ w.W_Q.T, pj @ w.W_V.T, cand, compiled)
 
 
-def _step_gathered(x_k, Qp, WVp, KC, VC, GC, W_O, b_O, W1_E, w2, b2):
-    """One inference step over per-query candidates KC, VC (B, N, D), GC (B, N, 2D)."""
+def _step_gathered(x_k, Qp, HEp, KC, VCM, GC, w2, b2):
+    """One inference step over per-query candidates KC (B, N, D), VCM and GC (B, N, 2D)."""
     A = torch.softmax((Qp.unsqueeze(1) * KC).sum(-1) + x_k, dim=-1)  # (B, N)
-    E = ((A.unsqueeze(-1) * VC).sum(1) + WVp) @ W_O.T + b_O  # (B, D)
-    HE = E @ W1_E.T  # (B, 2D)
+    HE = (A.unsqueeze(-1) * VCM).sum(1) + HEp  # (B, 2D)
     return _pair_logits_gathered(HE, GC, w2) + b2 + A
 
 
-def _step_shared(x_k, Qp, WVp, KC, VC, GC, W_O, b_O, W1_E, w2, b2):
-    """One inference step with every query over the same candidates KC, VC (N, D), GC (N, 2D)."""
+def _step_shared(x_k, Qp, HEp, KC, VCM, GC, w2, b2):
+    """One inference step with every query over the same candidates KC (N, D), VCM, GC (N, 2D)."""
     A = torch.softmax(Qp @ KC.T + x_k, dim=-1)  # (B, N)
-    E = (A @ VC + WVp) @ W_O.T + b_O  # (B, D)
-    HE = E @ W1_E.T  # (B, 2D)
+    HE = A @ VCM + HEp  # (B, 2D)
     return _pair_logits_shared(HE, GC, w2) + b2 + A
+
+
+def _step_eager(x_k, Qp, HEp, KC, VCM, GC, w2, b2):
+    """Either step in eager PyTorch, the pair loop in bounded blocks."""
+    shared = KC.dim() == 2
+    if shared:
+        A = torch.softmax(Qp @ KC.T + x_k, dim=-1)  # (B, N)
+        HE = A @ VCM + HEp  # (B, 2D)
+    else:
+        A = torch.softmax(torch.einsum("bd,bnd->bn", Qp, KC) + x_k, dim=-1)  # (B, N)
+        HE = torch.einsum("bn,bnd->bd", A, VCM) + HEp  # (B, 2D)
+    return _eager_blocks(HE, GC, w2, shared) + b2 + A
 
 
 class GalleryDenoiser:
     """A trained Denoiser with every candidate's constants precomputed once (inference).
 
-    With `compiled`, each DDIM step is one torch.compile'd function (softmax, the weighted sums
-    and the pair loop fused around two small matmuls); otherwise `factorised_step` in eager mode.
+    Beyond the training factorisation, the two query-side matmuls fold into the candidates:
+    HE = W1_E (W_O (A VC + W_V pj) + b_O) = sum_j A_j VCM_j + W1_E W_O W_V pj + W1_E b_O, with
+    VCM = VC (W1_E W_O)^T precomputed (Nc, 2D). A step is then only per-pair work: a dot product
+    for the attention logits, a weighted sum for HE and the add-ReLU-dot of the decoder; with
+    `compiled` it is one torch.compile'd function.
     """
 
     def __init__(self, m: Denoiser, gallery: torch.Tensor, n_steps: int, compiled: bool = True):
         with torch.no_grad():
             w = Split.of(m)
             self.w = Split(**{f: t.detach() for f, t in vars(w).items()})
-            self.cand = CandidateConstants.of(self.w, gallery)
-            steps = torch.arange(n_steps, device=gallery.device)
-            pj = m.step_embedding(steps)  # (K, D)
+            M = self.w.W1_E @ self.w.W_O  # (2D, D)
+            self.KC = gallery @ self.w.W_K.T  # (Nc, D)
+            self.VCM = gallery @ (M @ self.w.W_V).T  # (Nc, 2D)
+            self.GC = gallery @ self.w.W1_C.T + self.w.b1  # (Nc, 2D)
+            pj = m.step_embedding(torch.arange(n_steps, device=gallery.device))  # (K, D)
             self.WQp = pj @ self.w.W_Q.T  # (K, D)
-            self.WVp = pj @ self.w.W_V.T  # (K, D)
+            self.HEp = pj @ (M @ self.w.W_V).T + self.w.W1_E @ self.w.b_O  # (K, 2D)
         self.compiled = compiled
         self.n_candidates = len(gallery)
 
@@ -199,26 +214,23 @@ class GalleryDenoiser:
 
     def model_fn(self, QC: torch.Tensor, idx: torch.Tensor | None):
         """model_fn(x_k, k) for DDIM over the candidates idx (B, N) of each query, or all."""
-        cand = self.cand if idx is None else self.cand.gather(idx)
-        w = self.w
-        if self.compiled:
-            step = _step_shared if idx is None else _step_gathered
-            compiled = _compiled(step.__name__, step)
+        if idx is None:
+            KC, VCM, GC = self.KC, self.VCM, self.GC
+        else:
+            KC, VCM, GC = self.KC[idx], self.VCM[idx], self.GC[idx]  # (B, N, D | 2D)
+        w2, b2 = self.w.w2, self.w.b2
 
-            def fn(x_k: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-                args = (x_k, QC + self.WQp[k], self.WVp[k], cand.KC, cand.VC, cand.GC)
+        def fn(x_k: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+            args = (x_k, QC + self.WQp[k], self.HEp[k], KC, VCM, GC, w2, b2)
+            if self.compiled:
+                step = _step_shared if idx is None else _step_gathered
                 try:
-                    return compiled(*args, w.W_O, w.b_O, w.W1_E, w.w2, w.b2)
+                    return _compiled(step.__name__, step)(*args)
                 except Exception as exc:  # a missing C++ compiler, an unsupported device, ...
                     warnings.warn(
                         f"torch.compile failed ({exc!s:.200}); using eager code", stacklevel=2
                     )
                     self.compiled = False
-                    return factorised_step(w, x_k, args[1], args[2], cand, compiled=False)
-
-            return fn
-
-        def fn(x_k: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-            return factorised_step(w, x_k, QC + self.WQp[k], self.WVp[k], cand, compiled=False)
+            return _step_eager(*args)
 
         return fn

@@ -11,6 +11,7 @@ bounded memory and the chunked ranks come from the evaluation stage unchanged.
              gen: 2 + softmax(x0_hat / temperature) on the top-k (above every cosine), S elsewhere
 """
 
+import numpy as np
 import torch
 
 from ..device import flush_denormal
@@ -25,8 +26,10 @@ _DIRECTION_SEED = {"t2a": 0, "a2t": 1}
 
 def row_noise(seed: int, direction: str, row: int, shape: tuple[int, ...]) -> torch.Tensor:
     """Noise for one query row: the same whatever block the row is computed in."""
-    g = torch.Generator().manual_seed((seed * 2 + _DIRECTION_SEED[direction]) * (1 << 40) + row)
-    return torch.randn(shape, generator=g)
+    # numpy's SeedSequence hashes the whole (seed, direction, row) key; torch's CPU generator
+    # would keep only the low 32 bits of a combined integer seed.
+    rng = np.random.default_rng([seed % (1 << 64), _DIRECTION_SEED[direction], row])
+    return torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
 
 
 class DiffusionScores:

@@ -75,6 +75,19 @@ def direction_loss(
     return F.cross_entropy(cfg.logit_scale * x0_hat, torch.arange(B, device=query.device))
 
 
+def init_nets(dim: int, cfg: HeadConfig, device: torch.device | str = "cpu") -> dict:
+    """Both directions' denoisers, initialised from cfg.seed (method.md: N(0, 0.02^2), 0)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        nets = {d: new_denoiser(dim, cfg.K).to(device) for d in ("t2a", "a2t")}
+    for net in nets.values():
+        # The decoder's output bias shifts every candidate's x0_hat alike, so CE's gradient for
+        # it is exactly zero; Adam would turn its rounding noise into full-size steps, and the
+        # drift moves x0_hat against the [-1, 1] clamp of sampling. It stays at its init (0).
+        net.decoder[2].bias.requires_grad_(False)
+    return nets
+
+
 def lr_lambda(total: int, warmup: float) -> Callable[[int], float]:
     n_warm = max(1, round(warmup * total))
 
@@ -88,7 +101,7 @@ def lr_lambda(total: int, warmup: float) -> Callable[[int], float]:
 
 
 def make_optimizer(nets: dict[str, Denoiser], cfg: HeadConfig) -> torch.optim.AdamW:
-    params = [p for net in nets.values() for p in net.parameters()]
+    params = [p for net in nets.values() for p in net.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [
@@ -134,9 +147,7 @@ def _train(train_path, val_path, out, cfg, rerank, progress, echo) -> Head:
     index = train.audio_index
     abar = alphas_cumprod(make_betas(cfg.schedule, cfg.K)).to(device)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        nets = {d: new_denoiser(dim, cfg.K).to(device) for d in ("t2a", "a2t")}
+    nets = init_nets(dim, cfg, device)
     ema = {d: copy.deepcopy(net).eval() for d, net in nets.items()}
     g = torch.Generator().manual_seed(cfg.seed)
     n_batches = len(clip_unique_batches(index, cfg.batch_size, torch.Generator().manual_seed(0)))
@@ -197,7 +208,7 @@ def run_epoch(
     progress: bool = False,
 ) -> float:
     """One pass over `batches` of caption rows; returns the mean summed (t2a + a2t) loss."""
-    params = [p for net in nets.values() for p in net.parameters()]
+    params = [p for net in nets.values() for p in net.parameters() if p.requires_grad]
     total, count = 0.0, 0
     bar = tqdm(batches, desc=desc, unit="batch", disable=not progress)
     for rows in bar:
