@@ -19,13 +19,7 @@ from diffatr.evaluate import CosineScores, evaluate_cache
 D = 16
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny ops: OpenMP hand-offs between 2 busy cores cost ~100x the arithmetic."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +195,9 @@ def test_train_head_refusals_are_one_line(files, tmp_path) -> None:
     good = ["train-head", files["train"], "--val", files["val"], "--out", out]
     assert run(*good, "--batch-size", "1").exit_code == 2
     assert run(*good, "--steps-K", "0").exit_code == 2
+
+
+def test_head_options_without_head_are_a_usage_error(files) -> None:
+    result = CliRunner().invoke(main, ["evaluate", str(files["val"]), "--topk", "8", "--seed", "3"])
+    assert result.exit_code == 2
+    assert "--topk, --seed only apply with --head" in result.output

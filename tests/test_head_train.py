@@ -26,13 +26,7 @@ PARAMS = {
 } | {"q_proj.weight", "k_proj.weight", "v_proj.weight"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny ops: OpenMP hand-offs between 2 busy cores cost ~100x the arithmetic."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,7 @@ from diffatr.evaluate.ranks import a2t_ranks
 D, K = 16, 12
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny ops: OpenMP hand-offs between 2 busy cores cost ~100x the arithmetic."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _split(tmp_path_factory, name: str, **cfg):

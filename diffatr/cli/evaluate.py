@@ -114,6 +114,14 @@ def evaluate(cache, protocol, json_out, submission, device, max_elements, no_ver
     cfg = EvalConfig(protocol=protocol, device=device, verify=not no_verify, **chunking)
     progress = sys.stderr.isatty()
     if head["head"] is None:
+        ctx = click.get_current_context()
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in head
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+        ]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} only apply with --head CHECKPOINT")
         results = {"cosine": evaluate_cache(cache, cfg, submission=submission, progress=progress)}
     else:
         from ..diffusion_head import RerankConfig

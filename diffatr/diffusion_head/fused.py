@@ -110,7 +110,7 @@ class Split:
 
 @dataclass
 class CandidateConstants:
-    """KC, VC, GC for a set of candidates: (Nc, ...) shared, or (B, N, ...) gathered per query."""
+    """KC, VC, GC of candidates (N, D) shared or (B, N, D) per query: the training path."""
 
     KC: torch.Tensor
     VC: torch.Tensor
@@ -119,10 +119,6 @@ class CandidateConstants:
     @classmethod
     def of(cls, w: Split, C: torch.Tensor) -> "CandidateConstants":
         return cls(KC=C @ w.W_K.T, VC=C @ w.W_V.T, GC=C @ w.W1_C.T + w.b1)
-
-    def gather(self, idx: torch.Tensor) -> "CandidateConstants":
-        """Rows idx (B, N) of shared constants -> per-query constants (B, N, ...)."""
-        return CandidateConstants(KC=self.KC[idx], VC=self.VC[idx], GC=self.GC[idx])
 
 
 def factorised_step(
@@ -206,7 +202,6 @@ class GalleryDenoiser:
             self.WQp = pj @ self.w.W_Q.T  # (K, D)
             self.HEp = pj @ (M @ self.w.W_V).T + self.w.W1_E @ self.w.b_O  # (K, 2D)
         self.compiled = compiled
-        self.n_candidates = len(gallery)
 
     def query_constants(self, query: torch.Tensor) -> torch.Tensor:
         """QC = c_q W_Q^T, (B, D)."""
