@@ -27,8 +27,8 @@ from diffatr.diffusion_head import DiffusionScores, HeadConfig, RerankConfig, dd
 from diffatr.diffusion_head.batches import clip_unique_batches
 from diffatr.diffusion_head.checkpoint import Head, new_denoiser
 from diffatr.diffusion_head.rerank import row_noise
-from diffatr.diffusion_head.schedule import alphas_cumprod, make_betas
-from diffatr.diffusion_head.train import init_nets, lr_lambda, make_optimizer, run_epoch
+from diffatr.diffusion_head.train import run_epoch
+from diffatr.diffusion_head.trainer import HeadTrainer
 
 PEAK_RSS_MB = (
     "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
@@ -114,35 +114,31 @@ def bench_all_child(cache: Path) -> dict:
 
 
 def bench_train(train_cache: Path, fused_only: bool = False) -> None:
+    """One epoch: the fast path (stacked, compiled, fused optimiser step; warm-up, i.e. compiling
+    or loading the compiled code, timed apart) and the naive reference path."""
     data = load_tensors(train_cache)
     dim = data.text.shape[1]
     for fused in (True,) if fused_only else (True, False):
         cfg = HeadConfig(fused=fused)
-        nets, ema = init_nets(dim, cfg), init_nets(dim, cfg)
-        opt = make_optimizer(nets, cfg)
         g = torch.Generator().manual_seed(0)
         batches = clip_unique_batches(data.audio_index, cfg.batch_size, g)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(len(batches), cfg.warmup))
-        abar = alphas_cumprod(make_betas(cfg.schedule, cfg.K))
-        t = time.perf_counter()
+        trainer = HeadTrainer(dim, cfg, len(batches))
+        args = (data.text, data.audio, data.audio_index, g)
         with flush_denormal():
-            loss = run_epoch(
-                nets,
-                ema,
-                opt,
-                sched,
-                batches,
-                data.text,
-                data.audio,
-                data.audio_index,
-                abar,
-                cfg,
-                g,
-            )
-        name = "factorised" if fused else "naive reference"
+            t = time.perf_counter()
+            warm = run_epoch(trainer, batches[:2], *args) if fused else None
+            t_warm = time.perf_counter() - t
+            t = time.perf_counter()
+            loss = run_epoch(trainer, batches[2:] if fused else batches, *args)
+            seconds = time.perf_counter() - t
+        if fused:  # the two warm-up batches counted at the epoch's mean speed
+            seconds *= len(batches) / (len(batches) - 2)
+        name = "fast path" if fused else "naive reference"
+        extra = f", warm-up {t_warm:.1f} s" if warm is not None else ""
         print(
             f"  {name:<16} one epoch, {len(batches)} batches of {cfg.batch_size}: "
-            f"{time.perf_counter() - t:7.1f} s (mean loss {loss:.3f})"
+            f"{seconds:7.1f} s ({1000 * seconds / len(batches):.1f} ms/batch, mean loss "
+            f"{loss:.3f}{extra})"
         )
 
 

@@ -1,16 +1,16 @@
-"""The factorised, fused fast path (diffatr/diffusion_head/fused.py) against the eager Denoiser
-and the loop oracle of tests/diffusion_oracle.py: fused == eager == naive, on random weights,
-shared and per-query candidates, the compiled kernel included."""
+"""The factorised, fused inference path (diffatr/diffusion_head/fused.py) against the eager
+Denoiser and the loop oracle of tests/diffusion_oracle.py: fused == eager == naive, on random
+weights, shared and per-query candidates, the compiled kernel included. (Training's version of
+the algebra is tested in test_stacked.py.)"""
 
 import warnings
 
 import pytest
 import torch
-from diffusion_oracle import naive_denoiser, random_inputs, random_model
+from diffusion_oracle import naive_denoiser, random_model
 
 from diffatr.diffusion_head import Denoiser, GalleryDenoiser, cosine_betas, ddim_sample
 from diffatr.diffusion_head import fused as fused_mod
-from diffatr.diffusion_head.fused import factorised_forward, pair_logits
 
 
 def naive_pair_logits(HE: torch.Tensor, GC: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
@@ -46,63 +46,16 @@ def test_pair_logits_eager_blocks_and_compiled_match_the_loop(shared, dtype, mon
     w2 = torch.randn(W, generator=g, dtype=dtype)
     want = naive_pair_logits(HE, GC, w2)
     tol = 1e-10 if dtype == torch.float64 else 1e-5
-    eager = pair_logits(HE, GC, w2, compiled=False)
+    eager = fused_mod._eager_blocks(HE, GC, w2, shared)
     torch.testing.assert_close(eager.double(), want, rtol=tol, atol=tol)
     monkeypatch.setattr(fused_mod, "EAGER_BLOCK_ELEMENTS", 2 * N * W)  # blocks of 2 rows
-    blocks = pair_logits(HE, GC, w2, compiled=False)
+    blocks = fused_mod._eager_blocks(HE, GC, w2, shared)
     torch.testing.assert_close(blocks.double(), want, rtol=tol, atol=tol)
+    fn = fused_mod._pair_logits_shared if shared else fused_mod._pair_logits_gathered
     with torch.no_grad():
-        fast = no_compile_fallback(lambda: pair_logits(HE, GC, w2, compiled=True))
+        fast = fused_mod._compiled(fn.__name__, fn)(HE, GC, w2)
     assert fast.dtype == dtype and fast.shape == (B, N)
     torch.testing.assert_close(fast.double(), want, rtol=tol, atol=tol)
-
-
-@pytest.mark.parametrize(("B", "N", "D"), [(1, 1, 4), (3, 5, 8), (4, 9, 16), (6, 3, 32)])
-@pytest.mark.parametrize("shared", [True, False])
-def test_factorised_forward_equals_eager_and_naive_float64(B, N, D, shared) -> None:
-    m = random_model(D, seed=B + N + D)
-    x_k, k, query, cand = random_inputs(B, N, D, shared, seed=D)
-    want = naive_denoiser(m.state_dict(), x_k, k, query, cand)
-    eager = m(x_k, k, query, cand)
-    fused = factorised_forward(m, x_k, k, query, cand, compiled=False)
-    assert fused.shape == (B, N) and fused.dtype == torch.float64
-    # eager vs naive: see test_denoiser (the float32 step table); the fast path must match eager
-    torch.testing.assert_close(fused, eager, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(fused, want, rtol=1e-6, atol=1e-6)
-
-
-@pytest.mark.parametrize("shared", [True, False])
-def test_compiled_forward_equals_eager_and_naive_1e4(shared) -> None:
-    B, N, D = 4, 6, 16
-    m64 = random_model(D, seed=21)
-    x_k, k, query, cand = random_inputs(B, N, D, shared, seed=22)
-    want = naive_denoiser(m64.state_dict(), x_k, k, query, cand)
-    m = m64.float()
-    args = (x_k.float(), k, query.float(), cand.float())
-    with torch.no_grad():
-        eager = m(*args)
-        fast = no_compile_fallback(lambda: factorised_forward(m, *args, compiled=True))
-    assert fast.dtype == torch.float32
-    torch.testing.assert_close(fast, eager, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(fast.double(), want, rtol=1e-4, atol=1e-4)
-
-
-def test_factorised_gradients_equal_eager_gradients() -> None:
-    """Training uses the factorisation, so its gradients must be the reference's."""
-    B, N, D = 4, 4, 8
-    m = random_model(D, seed=31)
-    x_k, k, query, cand = random_inputs(B, N, D, shared=False, seed=32)
-    pos = torch.arange(B) % N
-
-    def grads(forward) -> dict[str, torch.Tensor]:
-        m.zero_grad()
-        torch.nn.functional.cross_entropy(100 * forward(), pos).backward()
-        return {n: p.grad.clone() for n, p in m.named_parameters()}
-
-    ref = grads(lambda: m(x_k, k, query, cand))
-    got = grads(lambda: factorised_forward(m, x_k, k, query, cand))
-    for name in ref:
-        torch.testing.assert_close(got[name], ref[name], rtol=1e-9, atol=1e-9, msg=name)
 
 
 @pytest.mark.parametrize("compiled", [False, True])

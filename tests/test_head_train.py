@@ -11,13 +11,13 @@ import torch
 
 from diffatr.cache import CacheWriter, SyntheticConfig, load_tensors, make_synthetic
 from diffatr.diffusion_head import DiffusionScores, HeadConfig, RerankConfig, load_head
-from diffatr.diffusion_head import train as train_mod
 from diffatr.diffusion_head.train import SELECT_ON, train_head
+from diffatr.diffusion_head.trainer import HeadTrainer
 from diffatr.errors import UserError
 from diffatr.evaluate import paper_protocol
 
 D = 16
-CFG = HeadConfig(K=10, epochs=3, batch_size=8, lr=1e-2, device="cpu")
+CFG = HeadConfig(K=10, epochs=3, batch_size=8, lr=1e-2, compiled=False, device="cpu")
 RERANK = RerankConfig(topk=8, compiled=False)
 PARAMS = {
     f"{name}.{kind}"
@@ -165,15 +165,15 @@ def test_denormals_stay_flushed_after_validation(caches, tmp_path, monkeypatch) 
     """flush_denormal is on for the whole run (x86 denormals cost ~5x per batch); validation's
     own flush_denormal block must not switch it off for the epochs after the first."""
     seen = []
-    real = train_mod.direction_loss
+    real = HeadTrainer.step
 
     def probe(*args, **kwargs):
         seen.append(float(torch.tensor([1e-39]) * 1.0) == 0.0)  # a denormal flushed to zero?
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "direction_loss", probe)
+    monkeypatch.setattr(HeadTrainer, "step", probe)
     train(caches, tmp_path / "h.pt", epochs=2)
-    assert seen and all(seen), f"flushed in {sum(seen)} of {len(seen)} loss calls"
+    assert seen and all(seen), f"flushed in {sum(seen)} of {len(seen)} training steps"
 
 
 def _backbone_cache(path, da: int = 24, dt: int = D) -> None:

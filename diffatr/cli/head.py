@@ -67,7 +67,11 @@ from .options import CACHE
 @click.option(
     "--naive", is_flag=True, help="Train through the reference denoiser (slow; for checks)."
 )
-@click.option("--no-compile", is_flag=True, help="Validate with the eager per-pair loop.")
+@click.option(
+    "--no-compile",
+    is_flag=True,
+    help="Train and validate without torch.compile (eager; no warm-up, slower per batch).",
+)
 def train_head_command(train_cache, val_cache, out, val_topk, naive, no_compile, **settings):
     """Train the DiffATR diffusion head (both directions) on a joint-space TRAIN_CACHE.
 
@@ -78,7 +82,7 @@ def train_head_command(train_cache, val_cache, out, val_topk, naive, no_compile,
     from ..diffusion_head import HeadConfig, RerankConfig
     from ..diffusion_head.train import train_head
 
-    cfg = HeadConfig(fused=not naive, **settings)
+    cfg = HeadConfig(fused=not naive, compiled=not no_compile, **settings)
     rerank = RerankConfig(topk=val_topk, compiled=not no_compile)
     head = train_head(train_cache, val_cache, out, cfg, rerank, sys.stderr.isatty(), click.echo)
     m = head.meta["val_metrics"]

@@ -1,15 +1,16 @@
 """Phase 2: the DiffATR diffusion head (Xin et al. 2024) trained and sampled on cached tensors.
 
 schedule.py (betas, q_sample), denoiser.py (the reference denoiser), fused.py (the factorised
-fast path), ddim.py (the sampler), batches.py, train.py, rerank.py (top-k re-ranking as a
-`Scores`), checkpoint.py, evaluate.py (evaluation of a cache with a trained head).
+inference path), ddim.py (the sampler), batches.py, stacked.py + optim.py (the training fast
+path), trainer.py (one step), train.py (epochs, validation, checkpoints), rerank.py (top-k
+re-ranking as a `Scores`), checkpoint.py, evaluate.py (evaluation with a trained head).
 """
 
 from .checkpoint import Head, load_head, save_head
 from .config import HeadConfig, RerankConfig
 from .ddim import ddim_sample, ddim_timesteps
 from .denoiser import Denoiser, sinusoidal_table
-from .fused import GalleryDenoiser, factorised_forward
+from .fused import GalleryDenoiser
 from .rerank import DiffusionScores
 from .schedule import alphas_cumprod, cosine_betas, linear_betas, make_betas, q_sample
 
@@ -24,7 +25,6 @@ __all__ = [
     "cosine_betas",
     "ddim_sample",
     "ddim_timesteps",
-    "factorised_forward",
     "linear_betas",
     "load_head",
     "make_betas",

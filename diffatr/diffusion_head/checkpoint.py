@@ -50,8 +50,10 @@ def save_head(path: str | os.PathLike, head: Head) -> None:
         "version": VERSION,
         "config": asdict(head.config),
         "dim": head.dim,
-        "t2a": {k: v.detach().cpu() for k, v in head.t2a.state_dict().items()},
-        "a2t": {k: v.detach().cpu() for k, v in head.a2t.state_dict().items()},
+        # clone: a training run's parameters are views of both directions' stacked storage,
+        # which torch.save would otherwise write whole for every tensor
+        "t2a": {k: v.detach().cpu().clone() for k, v in head.t2a.state_dict().items()},
+        "a2t": {k: v.detach().cpu().clone() for k, v in head.a2t.state_dict().items()},
         **head.meta,
     }
     with atomic_path(path) as tmp:

@@ -1,6 +1,7 @@
-"""The factorised, fused fast path of the denoiser: the same x0_hat as `Denoiser.forward`.
+"""The factorised, fused inference path of the denoiser: the same x0_hat as `Denoiser.forward`.
 
-Reads nothing, writes nothing: functions over a `Denoiser`'s weights. The reference form
+Reads nothing, writes nothing: functions over a `Denoiser`'s weights (training's version of the
+same algebra, with gradients and both directions stacked, is `stacked.py`). The reference form
 concatenates [E, C_j] and runs the 2D x 2D decoder for every (query, candidate) at every step.
 Most of that work depends on neither the query nor the step (notation beyond denoiser.py):
 
@@ -12,9 +13,9 @@ Most of that work depends on neither the query nor the step (notation beyond den
 
 Q . (W_K pj) is the same for every candidate of a query, so it drops out of the softmax over N,
 and sum_j A_j = 1 turns sum_j A_j (VC_j + W_V pj) into A VC + W_V pj. What remains per step is
-the add-ReLU-dot of the last line: `pair_logits` runs it as one torch.compile'd loop (inductor
-emits C++/OpenMP on CPU and Triton on CUDA) that never holds the (B, N, 2D) tensor, or in
-bounded eager blocks when compiling is off or unavailable.
+the add-ReLU-dot of the last line: one torch.compile'd loop (inductor emits C++/OpenMP on CPU
+and Triton on CUDA) that never holds the (B, N, 2D) tensor, or bounded eager blocks when
+compiling is off or unavailable.
 """
 
 import warnings
@@ -58,23 +59,6 @@ def _eager_blocks(HE: torch.Tensor, GC: torch.Tensor, w2: torch.Tensor, shared: 
     return torch.cat(out) if out else HE.new_zeros(0, n)
 
 
-def pair_logits(
-    HE: torch.Tensor, GC: torch.Tensor, w2: torch.Tensor, compiled: bool = True
-) -> torch.Tensor:
-    """w2 . relu(HE_b + GC_j) for every pair: GC (N, 2D) shared or (B, N, 2D) per query."""
-    shared = GC.dim() == 2
-    if compiled and not torch.is_grad_enabled():
-        fn = _pair_logits_shared if shared else _pair_logits_gathered
-        try:
-            return _compiled(fn.__name__, fn)(HE, GC, w2)
-        except Exception as exc:  # a missing C++ compiler, an unsupported device, ...
-            warnings.warn(
-                f"torch.compile failed ({exc!s:.200}); using the eager fast path", stacklevel=2
-            )
-            _COMPILED[fn.__name__] = fn
-    return _eager_blocks(HE, GC, w2, shared)
-
-
 @dataclass
 class Split:
     """A Denoiser's weights, split as the factorisation needs them (views, autograd-friendly)."""
@@ -106,52 +90,6 @@ class Split:
             w2=m.decoder[2].weight[0],
             b2=m.decoder[2].bias[0],
         )
-
-
-@dataclass
-class CandidateConstants:
-    """KC, VC, GC of candidates (N, D) shared or (B, N, D) per query: the training path."""
-
-    KC: torch.Tensor
-    VC: torch.Tensor
-    GC: torch.Tensor
-
-    @classmethod
-    def of(cls, w: Split, C: torch.Tensor) -> "CandidateConstants":
-        return cls(KC=C @ w.W_K.T, VC=C @ w.W_V.T, GC=C @ w.W1_C.T + w.b1)
-
-
-def factorised_step(
-    w: Split,
-    x_k: torch.Tensor,
-    QC_plus: torch.Tensor,
-    WVp: torch.Tensor,
-    cand: CandidateConstants,
-    compiled: bool = True,
-) -> torch.Tensor:
-    """x0_hat (B, N) from Q = QC + W_Q pj (B, D), W_V pj (B, D) and the candidate constants."""
-    shared = cand.KC.dim() == 2
-    att = QC_plus @ cand.KC.T if shared else torch.einsum("bd,bnd->bn", QC_plus, cand.KC)  # (B, N)
-    A = torch.softmax(att + x_k, dim=-1)  # (B, N)
-    ctx = (A @ cand.VC if shared else torch.einsum("bn,bnd->bd", A, cand.VC)) + WVp  # (B, D)
-    E = ctx @ w.W_O.T + w.b_O  # (B, D)
-    HE = E @ w.W1_E.T  # (B, 2D)
-    return pair_logits(HE, cand.GC, w.w2, compiled) + w.b2 + A
-
-
-def factorised_forward(
-    m: Denoiser,
-    x_k: torch.Tensor,
-    k: torch.Tensor,
-    query: torch.Tensor,
-    candidates: torch.Tensor,
-    compiled: bool = False,
-) -> torch.Tensor:
-    """Drop-in for `m(x_k, k, query, candidates)` through the factorisation (training uses it)."""
-    w = Split.of(m)
-    pj = m.step_embedding(k)  # (B, D)
-    cand = CandidateConstants.of(w, candidates)
-    return factorised_step(w, x_k, (query + pj) @ w.W_Q.T, pj @ w.W_V.T, cand, compiled)
 
 
 def _step_gathered(x_k, Qp, HEp, KC, VCM, GC, w2, b2):

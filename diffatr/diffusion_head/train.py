@@ -3,12 +3,9 @@
 Reads: a train cache and a validation cache (format v1, joint space). Writes: the checkpoint
 (`checkpoint.py`) and a per-epoch log beside it (`<ckpt>.log.json` and `.log.csv`).
 
-Per batch of B (caption, clip) pairs with distinct clips, for each direction (t2a: captions
-query the batch's clips; a2t: clips query the batch's captions): x0 = I_B (one-hot at the
-pair's own candidate), k ~ U[0, K), eps ~ N(0, I), x_k = q_sample(x0, k), and
-L_G = CE(logit_scale * x0_hat, diag); the two directions' losses are summed. AdamW with weight
-decay on matrices only, 10% linear warm-up then cosine decay, grad-norm clip, EMA of the weights;
-the EMA weights are validated after every epoch and the best epoch's are saved.
+Each epoch shuffles the captions into batches of distinct clips (`batches.py`), trains one step
+per batch (`trainer.py`: the loss, AdamW, the schedule, the EMA), then validates the EMA weights;
+the best epoch's are saved.
 """
 
 import copy
@@ -31,12 +28,10 @@ from ..device import flush_denormal, resolve_device
 from ..errors import UserError
 from ..evaluate import paper_protocol
 from .batches import clip_unique_batches
-from .checkpoint import Head, new_denoiser, save_head
+from .checkpoint import Head, save_head
 from .config import HeadConfig, RerankConfig
-from .denoiser import Denoiser
-from .fused import factorised_forward
 from .rerank import DiffusionScores
-from .schedule import alphas_cumprod, make_betas, q_sample
+from .trainer import HeadTrainer
 
 SELECT_ON = ("t2a_R@1", "t2a_R@5", "t2a_R@10", "a2t_R@1", "a2t_R@5", "a2t_R@10")
 
@@ -54,62 +49,6 @@ def load_joint(path: str | os.PathLike, role: str) -> CacheTensors:
     if int((data.audio_index >= 0).sum()) < 2:
         raise UserError(f"{path}: {role} cache has fewer than 2 captions with a clip")
     return data
-
-
-def direction_loss(
-    m: Denoiser,
-    query: torch.Tensor,
-    candidates: torch.Tensor,
-    abar: torch.Tensor,
-    cfg: HeadConfig,
-    g: torch.Generator,
-) -> torch.Tensor:
-    """L_G for one direction: query i's positive is candidate i among the B in-batch ones."""
-    B = len(query)
-    x0 = torch.eye(B, device=query.device)  # (B, N=B)
-    k = torch.randint(0, cfg.K, (B,), generator=g).to(query.device)
-    eps = torch.randn((B, B), generator=g).to(query.device)
-    x_k = q_sample(x0, k, abar, eps)
-    forward = factorised_forward if cfg.fused else Denoiser.forward
-    x0_hat = forward(m, x_k, k, query, candidates)  # (B, N)
-    return F.cross_entropy(cfg.logit_scale * x0_hat, torch.arange(B, device=query.device))
-
-
-def init_nets(dim: int, cfg: HeadConfig, device: torch.device | str = "cpu") -> dict:
-    """Both directions' denoisers, initialised from cfg.seed (method.md: N(0, 0.02^2), 0)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        nets = {d: new_denoiser(dim, cfg.K).to(device) for d in ("t2a", "a2t")}
-    for net in nets.values():
-        # The decoder's output bias shifts every candidate's x0_hat alike, so CE's gradient for
-        # it is exactly zero; Adam would turn its rounding noise into full-size steps, and the
-        # drift moves x0_hat against the [-1, 1] clamp of sampling. It stays at its init (0).
-        net.decoder[2].bias.requires_grad_(False)
-    return nets
-
-
-def lr_lambda(total: int, warmup: float) -> Callable[[int], float]:
-    n_warm = max(1, round(warmup * total))
-
-    def f(step: int) -> float:
-        if step < n_warm:
-            return (step + 1) / n_warm
-        progress = (step - n_warm) / max(1, total - n_warm)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return f
-
-
-def make_optimizer(nets: dict[str, Denoiser], cfg: HeadConfig) -> torch.optim.AdamW:
-    params = [p for net in nets.values() for p in net.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    # fused: one kernel for all parameters instead of a Python loop over them
-    return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
 
 
 def validate(head: Head, val: CacheTensors, rerank: RerankConfig, device) -> dict[str, float]:
@@ -145,25 +84,19 @@ def _train(train_path, val_path, out, cfg, rerank, progress, echo) -> Head:
     if cfg.normalize:
         text, audio = F.normalize(text, dim=1), F.normalize(audio, dim=1)
     index = train.audio_index
-    abar = alphas_cumprod(make_betas(cfg.schedule, cfg.K)).to(device)
-
-    nets = init_nets(dim, cfg, device)
-    ema = {d: copy.deepcopy(net).eval() for d, net in nets.items()}
     g = torch.Generator().manual_seed(cfg.seed)
     n_batches = len(clip_unique_batches(index, cfg.batch_size, torch.Generator().manual_seed(0)))
     if n_batches == 0:
         raise UserError(f"{train_path}: too few distinct clips for a batch of {cfg.batch_size}")
-    opt = make_optimizer(nets, cfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.epochs * n_batches, cfg.warmup))
+    trainer = HeadTrainer(dim, cfg, cfg.epochs * n_batches, device)
+    ema = trainer.ema
     history, best, best_score = [], None, -math.inf
     meta = {"train_cache": str(train_path), "val_cache": str(val_path), "rerank": asdict(rerank)}
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         batches = clip_unique_batches(index, cfg.batch_size, g)
         desc = f"epoch {epoch}/{cfg.epochs}"
-        loss = run_epoch(
-            nets, ema, opt, sched, batches, text, audio, index, abar, cfg, g, desc, progress
-        )
+        loss = run_epoch(trainer, batches, text, audio, index, g, desc, progress)
         head = Head(cfg, ema["t2a"], ema["a2t"], meta)
         metrics = validate(head, val, rerank, device)
         score = sum(metrics[key] for key in SELECT_ON)
@@ -193,44 +126,23 @@ def _meta(meta: dict, epoch: int, metrics: dict, history: list[dict]) -> dict:
 
 
 def run_epoch(
-    nets: dict[str, Denoiser],
-    ema: dict[str, Denoiser],
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
+    trainer: HeadTrainer,
     batches: list[torch.Tensor],
     text: torch.Tensor,
     audio: torch.Tensor,
     index: torch.Tensor,
-    abar: torch.Tensor,
-    cfg: HeadConfig,
     g: torch.Generator,
     desc: str = "train",
     progress: bool = False,
 ) -> float:
     """One pass over `batches` of caption rows; returns the mean summed (t2a + a2t) loss."""
-    params = [p for net in nets.values() for p in net.parameters() if p.requires_grad]
     total, count = 0.0, 0
     bar = tqdm(batches, desc=desc, unit="batch", disable=not progress)
     for rows in bar:
         t, a = text[rows.to(text.device)], audio[index[rows].to(audio.device)]  # (B, D) each
-        loss = direction_loss(nets["t2a"], t, a, abar, cfg, g)
-        loss = loss + direction_loss(nets["a2t"], a, t, abar, cfg, g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        sched.step()
-        _ema_update(ema, nets, cfg.ema)
-        total, count = total + loss.item(), count + 1
+        total, count = total + trainer.step(t, a, g), count + 1
         bar.set_postfix(loss=f"{total / count:.4f}")
     return total / max(count, 1)
-
-
-@torch.no_grad()
-def _ema_update(ema: dict[str, Denoiser], nets: dict[str, Denoiser], decay: float) -> None:
-    for d, net in nets.items():
-        for e, p in zip(ema[d].parameters(), net.parameters(), strict=True):
-            e.mul_(decay).add_(p.detach(), alpha=1 - decay)
 
 
 def _write_log(out: Path, history: list[dict]) -> None:
