@@ -6,6 +6,7 @@ from .metrics import a2t_metrics, dcase_protocol, paper_protocol, t2a_metrics
 from .ranks import a2t_ranks, t2a_ranks
 from .report import format_table, write_json
 from .similarity import CosineScores, DenseScores, Scores
+from .topk import TopKScores
 
 __all__ = [
     "CosineScores",
@@ -13,6 +14,7 @@ __all__ = [
     "EvalConfig",
     "EvalResult",
     "Scores",
+    "TopKScores",
     "a2t_metrics",
     "a2t_ranks",
     "dcase_protocol",

@@ -1,0 +1,72 @@
+"""Top-k re-ranking as a `Scores`: cosine rows whose top-k entries a re-ranker re-scores.
+
+Reads nothing, writes nothing. Every re-ranker of the project (the diffusion head, the
+inference-time baselines, the co-attention head) takes each query's cosine top-k and scores
+those pairs again (method.md, "Inference: re-ranking and fusion"); this module owns what they
+share, so all of them get both protocols, bounded memory and block-size independence at once.
+
+    S        cosine similarity rows of a block of queries, (b, Nc)
+    top      each row's top-k candidates by S, (b, k); None when k covers the whole gallery
+    w        the re-ranker's scores of those pairs, (b, k)
+    fusion   S' = S + alpha * w on the top-k, S elsewhere (w >= 0 keeps the top-k on top)
+    replace  S' = 2 + w - min(0, min_row w) on the top-k, S elsewhere: every re-scored entry
+             lies above every cosine (<= 1), so the top-k stays on top, ordered by w alone
+"""
+
+from collections.abc import Callable
+
+import torch
+
+from .similarity import CosineScores
+
+COMBINE = ("fusion", "replace")
+
+# (direction "t2a" | "a2t", first query row, S (b, Nc), top (b, k) or None) -> w (b, k)
+Rescorer = Callable[[str, int, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+class TopKScores:
+    """`cosine`'s rows with each query's top-`topk` re-scored by `rescore`, `query_block` rows
+    at a time (None: the whole gallery is re-scored)."""
+
+    def __init__(
+        self,
+        cosine: CosineScores,
+        rescore: Rescorer,
+        topk: int | None = 32,
+        combine: str = "fusion",
+        alpha: float = 1.0,
+        query_block: int = 64,
+    ):
+        if combine not in COMBINE:
+            raise ValueError(f"combine must be one of {COMBINE}, not {combine!r}")
+        if topk is not None and topk < 1:
+            raise ValueError(f"top-k must be at least 1 (or all), got {topk}")
+        self.cosine, self.rescore = cosine, rescore
+        self.topk, self.combine, self.alpha, self.query_block = topk, combine, alpha, query_block
+        self.n_text, self.n_audio = cosine.n_text, cosine.n_audio
+
+    def t2a(self, start: int, stop: int) -> torch.Tensor:
+        return self._rerank("t2a", self.cosine.t2a(start, stop), start)
+
+    def a2t(self, start: int, stop: int) -> torch.Tensor:
+        return self._rerank("a2t", self.cosine.a2t(start, stop), start)
+
+    @torch.no_grad()
+    def _rerank(self, direction: str, S: torch.Tensor, first_row: int) -> torch.Tensor:
+        out = S.clone()
+        for s in range(0, len(S), self.query_block):
+            self._block(direction, out[s : s + self.query_block], first_row + s)
+        return out
+
+    def _block(self, direction: str, S: torch.Tensor, row0: int) -> None:
+        """Re-score each row's top-k of S (b, Nc) and write S' into S in place."""
+        n_cand = S.shape[1]
+        k = n_cand if self.topk is None else min(self.topk, n_cand)
+        top = None if k == n_cand else S.topk(k, dim=1).indices  # (b, k)
+        w = self.rescore(direction, row0, S, top).to(S.dtype)  # (b, k)
+        if self.combine == "fusion":
+            S.add_(self.alpha * w) if top is None else S.scatter_add_(1, top, self.alpha * w)
+            return
+        w = 2.0 + w - w.amin(dim=1, keepdim=True).clamp(max=0.0)
+        S.copy_(w) if top is None else S.scatter_(1, top, w)
