@@ -9,8 +9,6 @@ the best epoch's are saved.
 """
 
 import copy
-import csv
-import json
 import math
 import os
 import time
@@ -22,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..atomic import atomic_open
 from ..cache import CacheTensors, load_tensors, verify
 from ..device import flush_denormal, resolve_device
 from ..errors import UserError
 from ..evaluate import paper_protocol
+from ..history import write_history
 from .batches import clip_unique_batches
 from .checkpoint import Head, save_head
 from .config import HeadConfig, RerankConfig
@@ -111,7 +109,7 @@ def _train(train_path, val_path, out, cfg, rerank, progress, echo) -> Head:
             best_score, best_epoch = score, epoch
             best = {d: copy.deepcopy(net.state_dict()) for d, net in ema.items()}
             save_head(out, Head(cfg, ema["t2a"], ema["a2t"], _meta(meta, epoch, metrics, history)))
-        _write_log(out, history)
+        write_history(out, history)
     for d in ("t2a", "a2t"):
         ema[d].load_state_dict(best[d])
     final = _meta(meta, best_epoch, history[best_epoch - 1], history)
@@ -143,12 +141,3 @@ def run_epoch(
         total, count = total + trainer.step(t, a, g), count + 1
         bar.set_postfix(loss=f"{total / count:.4f}")
     return total / max(count, 1)
-
-
-def _write_log(out: Path, history: list[dict]) -> None:
-    with atomic_open(out.with_name(out.name + ".log.json"), "w") as f:
-        json.dump(history, f, indent=2)
-    with atomic_open(out.with_name(out.name + ".log.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)

@@ -1,0 +1,23 @@
+"""Per-epoch training logs beside a checkpoint, shared by the training stages.
+
+Writes `<ckpt>.log.json` (a list of per-epoch dicts) and `<ckpt>.log.csv` (one row per epoch,
+the dict keys as columns), each atomically, so a crash leaves the previous complete log.
+"""
+
+import csv
+import json
+import os
+from pathlib import Path
+
+from .atomic import atomic_open
+
+
+def write_history(checkpoint: str | os.PathLike, history: list[dict]) -> None:
+    """Rewrite both log files of `checkpoint` with every epoch so far."""
+    out = Path(checkpoint)
+    with atomic_open(out.with_name(out.name + ".log.json"), "w") as f:
+        json.dump(history, f, indent=2)
+    with atomic_open(out.with_name(out.name + ".log.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
