@@ -79,9 +79,16 @@ def paper_protocol(
     """Both directions, Mei et al.'s definitions (see the module docstring)."""
     t2a, _ = t2a_ranks(scores, audio_index, max_elements, progress=progress)
     a2t = a2t_ranks(scores, audio_index, max_elements, progress=progress)
+    return paper_from_ranks(t2a, a2t, audio_index)
+
+
+def paper_from_ranks(
+    t2a: torch.Tensor, a2t: torch.Tensor, audio_index: torch.Tensor
+) -> dict[str, float]:
+    """The paper protocol's metrics from ranks already computed by `t2a_ranks`/`a2t_ranks`."""
     return {
         **t2a_metrics(_labelled_ranks(t2a, audio_index)),
-        **a2t_metrics(a2t.numpy(), audio_index.cpu().numpy()),
+        **a2t_metrics(a2t.cpu().numpy(), audio_index.cpu().numpy()),
     }
 
 
