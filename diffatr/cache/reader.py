@@ -175,6 +175,21 @@ class Cache:
         lo, hi = self.h5[side][off][row : row + 2]
         return self._read(f"{side}/{seq}", slice(int(lo), int(hi)))
 
+    def sequences(self, side: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ragged features of rows start:stop in one contiguous read: (values, offsets).
+
+        values (sum of lengths, D); offsets (stop - start + 1,) int64 from 0, so row start + i
+        owns values[offsets[i]:offsets[i + 1]]. start == stop gives a (0, D) array (the width)."""
+        seq, off = SIDES[side]["seq"], SIDES[side]["offsets"]
+        if not self.has_sequences(side):
+            raise CacheError(f"{self.path}: has no /{side}/{seq} (sequence features)")
+        n = len(self.h5[side][SIDES[side]["names"]])
+        if not 0 <= start <= stop <= n:
+            raise CacheError(f"{self.path}: {side} rows {start}:{stop} are out of range (0..{n})")
+        offsets = self._read(f"{side}/{off}", slice(start, stop + 1)).astype(np.int64)
+        values = self._read(f"{side}/{seq}", slice(int(offsets[0]), int(offsets[-1])))
+        return values, offsets - offsets[0]
+
     def load_tensors(self, dtype: torch.dtype = torch.float32, device="cpu") -> CacheTensors:
         """The fast path: both sides of the split as tensors (needs both sides)."""
         self.require("audio")
