@@ -34,16 +34,25 @@ def test_every_command_and_option_is_explained():
                 assert param.help, f"{' '.join(path)} {param.opts} has no help"
 
 
-def test_demo_runs_and_says_its_data_are_synthetic(tmp_path):
-    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "--clips", "80"])
+def test_demo_runs_end_to_end_and_says_its_data_are_synthetic(tmp_path):
+    """A short configuration of `diffatr demo`: phase 1 -> phase 2 -> the table -> pictures."""
+    args = ["demo", "--out", str(tmp_path), "--clips", "60", "--train-clips", "80"]
+    args += ["--val-clips", "20", "--no-compile"]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "SYNTHETIC" in result.output
-    assert "t2a" in result.output and "a2t" in result.output
-    payload = json.loads((tmp_path / "metrics_cosine.json").read_text())
-    assert payload["protocol"] == "paper"
-    assert 0 < payload["metrics"]["t2a_R@1"] <= 100
-    assert (tmp_path / "submission_cosine.csv").read_text().startswith("caption,file_name_1,")
-    again = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "--clips", "80"])
+    for row in ("Dis", "Gen", "Gen+Dis", "dual-softmax", "inverted-softmax", "qb-norm"):
+        assert f"\n{row} " in result.output
+    payload = json.loads((tmp_path / "strategy" / "results.json").read_text())
+    assert payload["protocol"] == "paper" and payload["table"] == "strategy"
+    systems = {r["system"] for r in payload["records"]}
+    assert {"cosine", "diffatr", "diffatr-gen", "qb-norm"} <= systems
+    assert all(0 <= r["metrics"]["t2a_R@1"] <= 100 for r in payload["records"])
+    for png in ("recall_curves_synthetic.png", "diffusion_process_synthetic.png"):
+        assert (tmp_path / "strategy" / png).read_bytes()[:4] == b"\x89PNG"
+        assert str(tmp_path / "strategy" / png) in result.output
+    assert "diffatr ablate strategy --data clotho=" in result.output
+    again = CliRunner().invoke(main, args)
     assert again.exit_code == 1 and "already holds a demo" in again.output
 
 

@@ -7,6 +7,8 @@ from .info import describe, format_info
 from .reader import Cache, CacheTensors, Rows, load_tensors
 from .schema import FORMAT, FORMAT_VERSION, NO_CLIP, CacheError
 from .synthetic import SyntheticConfig, make_synthetic
+from .synthetic_backbone import BackboneSyntheticConfig, make_synthetic_backbone
+from .synthetic_sequences import SequenceSyntheticConfig, make_synthetic_sequences
 from .verify import Report, verify
 from .writer import CacheWriter
 
@@ -15,17 +17,21 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "NO_CLIP",
+    "BackboneSyntheticConfig",
     "Cache",
     "CacheError",
     "CacheTensors",
     "CacheWriter",
     "Report",
     "Rows",
+    "SequenceSyntheticConfig",
     "SyntheticConfig",
     "describe",
     "export",
     "format_info",
     "load_tensors",
     "make_synthetic",
+    "make_synthetic_backbone",
+    "make_synthetic_sequences",
     "verify",
 ]

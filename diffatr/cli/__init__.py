@@ -38,6 +38,16 @@ def main():
     """
 
 
-from . import cache, demo, evaluate, extract, head  # noqa: E402  (they register on `main`)
+from . import ablate, cache, coattention, contrastive, demo, evaluate, extract, head  # noqa: E402  (they register on `main`)
 
-__all__ = ["cache", "demo", "evaluate", "extract", "head", "main"]
+__all__ = [
+    "ablate",
+    "cache",
+    "coattention",
+    "contrastive",
+    "demo",
+    "evaluate",
+    "extract",
+    "head",
+    "main",
+]

@@ -5,6 +5,7 @@ import sys
 import click
 
 from . import main
+from .coattention import evaluate_coattention, is_coattention_checkpoint
 from .options import CACHE
 
 
@@ -54,14 +55,16 @@ from .options import CACHE
     "--head",
     type=click.Path(dir_okay=False, exists=False),
     default=None,
-    help="A diffusion-head checkpoint (from `diffatr train-head`): re-rank each query's cosine "
-    "top-k with it and print both rankings.",
+    help="A diffusion-head checkpoint (from `diffatr train-head`) or a co-attention one (from "
+    "`diffatr train-coattention`; it also reads the cache's frames and tokens): re-rank each "
+    "query's cosine top-k with it and print both rankings.",
 )
 @click.option(
     "--topk",
     default="32",
     show_default=True,
-    help="With --head: candidates re-ranked per query, or `all` for the whole gallery.",
+    help="With --head or --baseline: candidates re-ranked per query, or `all` for the whole "
+    "gallery.",
 )
 @click.option(
     "--alpha",
@@ -93,7 +96,8 @@ from .options import CACHE
     default="fusion",
     show_default=True,
     help="fusion: cosine + alpha * softmax(x0_hat / T) (Gen+Dis); gen: order the top-k by the "
-    "head alone (Gen).",
+    "head alone (Gen). A co-attention head defaults to gen; its fusion adds "
+    "alpha * softmax(s / tau) of its pair scores s.",
 )
 @click.option(
     "--no-compile",
@@ -101,19 +105,70 @@ from .options import CACHE
     help="Run the head's per-pair loop in eager PyTorch instead of torch.compile'd code "
     "(slower; no compile time, no C++ compiler needed).",
 )
-def evaluate(cache, protocol, json_out, submission, device, max_elements, no_verify, **head):
-    """Rank CACHE by cosine similarity (and, with --head, by a diffusion head); print metrics.
+@click.option(
+    "--baseline",
+    type=click.Choice(["dual-softmax", "inverted-softmax", "qb-norm"]),
+    default=None,
+    help="Re-rank each query's cosine top-k with a training-free baseline and print both "
+    "rankings: dual-softmax (Cheng et al. 2021), inverted-softmax (Smith et al. 2017), qb-norm "
+    "(Bogolin et al. 2022, needs --bank).",
+)
+@click.option(
+    "--bank",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="With --baseline qb-norm: the query bank, a cache of the training split in the same "
+    "joint space (its captions normalise text-to-audio, its clips audio-to-text).",
+)
+@click.option(
+    "--beta",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="With --baseline inverted-softmax or qb-norm: inverse temperature of exp(beta * S) "
+    "[default: 20, QB-Norm's].",
+)
+@click.option(
+    "--dsl-temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="With --baseline dual-softmax: temperature T of the prior softmax over queries, on "
+    "cosine similarities [default: 0.01, i.e. softmax(100 * cos)].",
+)
+def evaluate(
+    cache,
+    protocol,
+    json_out,
+    submission,
+    device,
+    max_elements,
+    no_verify,
+    baseline,
+    bank,
+    beta,
+    dsl_temperature,
+    **head,
+):
+    """Rank CACHE by cosine similarity (and, with --head, by a diffusion head, or with
+    --baseline, by a training-free re-ranker); print metrics.
 
     \b
     diffatr evaluate test.h5
     diffatr evaluate test.h5 --head head.pt --topk 32 --json results.json
+    diffatr evaluate test.h5 --baseline qb-norm --bank train.h5
     """
     from ..evaluate import EvalConfig, evaluate_cache, format_table, write_json
 
     chunking = {"max_elements": max_elements} if max_elements else {}
     cfg = EvalConfig(protocol=protocol, device=device, verify=not no_verify, **chunking)
     progress = sys.stderr.isatty()
-    if head["head"] is None:
+    baseline_options = {"bank": bank, "beta": beta, "dsl_temperature": dsl_temperature}
+    if baseline is not None:
+        results = _evaluate_baseline(
+            cache, cfg, submission, progress, baseline, baseline_options, head
+        )
+    elif _given(baseline_options):
+        raise click.UsageError(f"{', '.join(_given(baseline_options))} only apply with --baseline")
+    elif head["head"] is None:
         ctx = click.get_current_context()
         given = [
             f"--{name.replace('_', '-')}"
@@ -123,6 +178,8 @@ def evaluate(cache, protocol, json_out, submission, device, max_elements, no_ver
         if given:
             raise click.UsageError(f"{', '.join(given)} only apply with --head CHECKPOINT")
         results = {"cosine": evaluate_cache(cache, cfg, submission=submission, progress=progress)}
+    elif is_coattention_checkpoint(head["head"]):
+        results = evaluate_coattention(cache, head, cfg, submission, progress)
     else:
         from ..diffusion_head import RerankConfig
         from ..diffusion_head.evaluate import evaluate_with_head
@@ -152,3 +209,39 @@ def evaluate(cache, protocol, json_out, submission, device, max_elements, no_ver
         click.echo(f"wrote {json_out}")
     if submission:
         click.echo(f"wrote {submission}")
+
+
+def _given(options) -> list[str]:
+    """The options of `options` (parameter names) given on the command line, as flags."""
+    ctx = click.get_current_context()
+    source = click.core.ParameterSource.COMMANDLINE
+    return [f"--{n.replace('_', '-')}" for n in options if ctx.get_parameter_source(n) == source]
+
+
+def _evaluate_baseline(cache, cfg, submission, progress, name, options, head):
+    """`--baseline NAME`: the options into a BaselineConfig, then evaluate_baseline."""
+    from ..evaluate.baselines import BaselineConfig, evaluate_baseline
+
+    if head["head"] is not None:
+        raise click.UsageError("--head and --baseline: give one re-ranker per run")
+    misplaced = _given([n for n in head if n != "topk"])
+    if misplaced:
+        raise click.UsageError(f"{', '.join(misplaced)} only apply with --head CHECKPOINT")
+    wrong = {
+        "dsl_temperature": name != "dual-softmax",
+        "beta": name == "dual-softmax",
+        "bank": name != "qb-norm",
+    }
+    misplaced = _given([n for n in options if wrong[n]])
+    if misplaced:
+        raise click.UsageError(f"{', '.join(misplaced)} do not apply to --baseline {name}")
+    topk = head["topk"]
+    if topk != "all" and not (topk.isdigit() and int(topk) > 0):
+        raise click.BadParameter("a positive integer or `all`", param_hint="--topk")
+    settings = {"beta": options["beta"], "temperature": options["dsl_temperature"]}
+    baseline = BaselineConfig(
+        name=name,
+        topk=None if topk == "all" else int(topk),
+        **{k: v for k, v in settings.items() if v is not None},
+    )
+    return evaluate_baseline(cache, baseline, cfg, options["bank"], submission, progress)

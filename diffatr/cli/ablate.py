@@ -1,0 +1,161 @@
+"""`diffatr ablate`: the paper's tables and the missing ablations, each one command over caches."""
+
+import sys
+
+import click
+
+from ..experiments import TABLE_NAMES
+from . import main
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter(
+            "a comma-separated list of integers", param_hint="--seeds"
+        ) from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise click.BadParameter("at least one seed, none twice", param_hint="--seeds")
+    return seeds
+
+
+@main.command("ablate")
+@click.argument("tables", nargs=-1, required=True, type=click.Choice([*TABLE_NAMES, "all"]))
+@click.option(
+    "--data",
+    "data",
+    multiple=True,
+    required=True,
+    help="A dataset as NAME=TRAIN.h5,VAL.h5,TEST.h5 (repeat for several; `ood` needs two). "
+    "Backbone-feature caches run phase 1 first (per seed); joint-space caches go straight to "
+    "the head.",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), required=True, help="Results folder (resumable)."
+)
+@click.option(
+    "--seeds", default="0,1,2", show_default=True, help="Seeds, comma-separated: mean +- std."
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=5, show_default=True, help="Head epochs."
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=2),
+    default=32,
+    show_default=True,
+    help="Head batch size (paper: 32 AudioCaps, 24 Clotho); the `batch` table varies it.",
+)
+@click.option(
+    "--steps-K",
+    "K",
+    type=click.IntRange(min=1, max=1000),
+    default=50,
+    show_default=True,
+    help="Diffusion steps K of the base head; the `steps` table varies it.",
+)
+@click.option(
+    "--topk",
+    default="32",
+    show_default=True,
+    help="Candidates re-ranked per query (or `all`) by the head and the baselines; the `topk` "
+    "table varies it.",
+)
+@click.option(
+    "--contrastive-epochs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Phase-1 epochs, for backbone caches [default: train-contrastive's].",
+)
+@click.option(
+    "--contrastive-batch-size",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Phase-1 batch size, for backbone caches [default: train-contrastive's, 32; the "
+    "paper uses 24 on Clotho].",
+)
+@click.option(
+    "--no-baselines",
+    is_flag=True,
+    help="Leave out the rows of the re-rankers with no training (dual softmax, inverted "
+    "softmax, QB-Norm).",
+)
+@click.option(
+    "--coattention",
+    "co_variant",
+    type=click.Choice(["single", "stacking", "iterating"]),
+    default=None,
+    help="Also train the co-attention head (Sun et al. 2024) of this variant per seed and put "
+    "its row in every table (the caches need frames and tokens: extract with --frames "
+    "--tokens; `diffatr project` carries them through).",
+)
+@click.option(
+    "--coattention-epochs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --coattention: its epochs [default: train-coattention's].",
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["paper", "dcase"]),
+    default="paper",
+    show_default=True,
+    help="paper: both directions (Mei et al.); dcase: text-to-audio (Task 6b).",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1.")
+@click.option("--no-compile", is_flag=True, help="Train and sample without torch.compile (eager).")
+def ablate(tables, data, out, seeds, epochs, batch_size, K, topk, contrastive_epochs, **flags):
+    """Run the ablation TABLES (or `all`) over caches and seeds; print paper-style tables.
+
+    \b
+    Tables: strategy (Dis / Gen / Gen+Dis, the paper's Table 5), steps (K = 10/50/100/200,
+    Table 6), batch (16/24/32, Table 7), ood (train on one dataset, test on another, Tables
+    3-4), and what the paper leaves out: topk (8/16/32/64/all), alpha, sampling-steps, eta.
+    Every table also shows the baselines. Each table writes OUT/TABLE/results.json,
+    results.csv (every per-seed number) and table.txt. Completed runs are kept under OUT/runs
+    and skipped when the command runs again, so an interrupted ablation resumes.
+
+    \b
+    diffatr ablate strategy --data audiocaps=ac_train.h5,ac_val.h5,ac_test.h5 --out runs/
+    diffatr ablate ood --data clotho=c_tr.h5,c_va.h5,c_te.h5 \\
+        --data audiocaps=ac_tr.h5,ac_va.h5,ac_te.h5 --out runs/
+    """
+    from dataclasses import replace
+
+    from ..coattention import CoAttentionConfig
+    from ..experiments.config import AblationConfig, Dataset
+    from ..experiments.runner import Ablation
+
+    if topk != "all" and not (topk.isdigit() and int(topk) > 0):
+        raise click.BadParameter("a positive integer or `all`", param_hint="--topk")
+    base = AblationConfig()
+    compiled = not flags["no_compile"]
+    contrastive = base.contrastive
+    if contrastive_epochs is not None:
+        contrastive = replace(contrastive, epochs=contrastive_epochs)
+    if flags["contrastive_batch_size"] is not None:
+        contrastive = replace(contrastive, batch_size=flags["contrastive_batch_size"])
+    coattention = None
+    if flags["co_variant"] is not None:
+        coattention = CoAttentionConfig(variant=flags["co_variant"])
+        if flags["coattention_epochs"] is not None:
+            coattention = replace(coattention, epochs=flags["coattention_epochs"])
+    elif flags["coattention_epochs"] is not None:
+        raise click.UsageError("--coattention-epochs only applies with --coattention VARIANT")
+    cfg = AblationConfig(
+        seeds=_seeds(seeds),
+        head=replace(base.head, epochs=epochs, batch_size=batch_size, K=K, compiled=compiled),
+        rerank=replace(base.rerank, topk=None if topk == "all" else int(topk), compiled=compiled),
+        contrastive=contrastive,
+        baselines=() if flags["no_baselines"] else base.baselines,
+        coattention=coattention,
+        protocol=flags["protocol"],
+        device=flags["device"],
+    )
+    names = list(TABLE_NAMES) if "all" in tables else list(dict.fromkeys(tables))
+    if "all" in tables and len(data) < 2:
+        names.remove("ood")  # needs two datasets
+    runner = Ablation(out, cfg, echo=click.echo, progress=sys.stderr.isatty())
+    runner.run(names, [Dataset.parse(d) for d in data])
+    click.echo(f"{len(runner.ran)} run(s) done, {len(runner.reused)} found complete and reused")

@@ -1,0 +1,278 @@
+"""Run ablation grids over caches and seeds: phase 1 where needed, phase 2, evaluation.
+
+Reads: each dataset's train/val/test caches. Writes: run folders under OUT/runs (`store.py`:
+projections, projected caches, heads, evaluations, each done once) and, per table,
+OUT/<table>/ with the per-seed results and the paper-style table (`tables.py`).
+
+For a dataset of backbone features, every seed trains its own phase-1 projection and projects
+the three splits (an out-of-domain target's test split goes through the *source's* projection);
+a joint-space dataset is used as it is, so its cosine and baseline rows do not depend on the
+seed and are evaluated once.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from ..cache import Cache, load_tensors
+from ..coattention import CoAttentionScores, CoRerankConfig, load_coattention
+from ..coattention.train import train_coattention
+from ..contrastive import project_cache, train_contrastive
+from ..device import resolve_device
+from ..diffusion_head import DiffusionScores, load_head
+from ..diffusion_head.train import load_joint, train_head
+from ..errors import UserError
+from ..evaluate import CosineScores
+from ..evaluate.baselines import baseline_scores
+from .config import AblationConfig, Dataset
+from .figures import diffusion_figure, recall_figure
+from .grids import HEAD_SYSTEMS, TABLES, Row
+from .measure import measure
+from .store import Store, file_identity
+from .tables import write_table
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Joint-space caches: a head trains on train/val and is tested on test."""
+
+    train: Path
+    val: Path
+    test: Path
+    key: dict  # what they depend on (inputs, phase-1 run), for the runs downstream
+
+
+class Ablation:
+    """The grids of `grids.TABLES` over datasets and seeds; `run` returns each table's text."""
+
+    def __init__(
+        self,
+        out: str | Path,
+        cfg: AblationConfig = AblationConfig(),
+        echo: Callable[[str], None] = print,
+        progress: bool = False,
+    ):
+        self.out, self.cfg, self.echo, self.progress = Path(out), cfg, echo, progress
+        self.store = Store(out)
+        self.device = resolve_device(cfg.device)
+        self.ran: list[str] = []  # runs done by this process, in order
+        self.reused: list[str] = []  # runs an earlier process completed, skipped here
+
+    # -- tables -----------------------------------------------------------------------------
+    def run(self, tables: list[str], datasets: list[Dataset]) -> dict[str, str]:
+        for name in tables:
+            if name not in TABLES:
+                raise UserError(f"unknown table {name!r}; choose from {', '.join(TABLES)}")
+        if not datasets:
+            raise UserError("no dataset given: pass --data NAME=TRAIN.h5,VAL.h5,TEST.h5")
+        if "ood" in tables and len(datasets) < 2:
+            raise UserError("the ood table needs two datasets (--data twice): source and target")
+        for d in datasets:
+            for path in (d.train, d.val, d.test):
+                if not Path(path).is_file():
+                    raise UserError(f"{path}: no such cache file (dataset {d.name})")
+        texts = {}
+        for name in tables:
+            pairs = [(s, t) for s in datasets for t in datasets if s != t]
+            pairs = pairs if name == "ood" else [(d, d) for d in datasets]
+            records = [r for s, t in pairs for r in self.table_records(name, s, t)]
+            texts[name] = write_table(self.out / name, name, records, self.cfg)
+            self.echo(texts[name])
+            self.echo(f"wrote {self.out / name}/results.json, results.csv, table.txt")
+            if name == "strategy":
+                for path in self.figures(records, *pairs[0]):
+                    self.echo(f"wrote {path}")
+        return texts
+
+    def figures(self, records: list[dict], source: Dataset, target: Dataset) -> list[Path]:
+        """The recall curves and the diffusion process (first seed, first dataset)."""
+        seed = self.cfg.seeds[0]
+        mine = [r for r in records if r["seed"] == seed and r["train"] == source.name]
+        folder = self.out / "strategy"
+        title = f"{target.name} test, seed {seed}: R@k"
+        paths = [recall_figure(mine, folder / f"recall_curves_{target.name}.png", title)]
+        splits = self.splits(source, seed, target)
+        test = load_joint(splits.test, "test")
+        head = load_head(self.head(splits, {}, seed), self.device)
+        paths.append(
+            diffusion_figure(
+                head,
+                test.text.to(self.device),
+                test.audio.to(self.device),
+                test.audio_index,
+                self.cfg.rerank.topk or 32,
+                seed,
+                folder / f"diffusion_process_{target.name}.png",
+            )
+        )
+        return [p for p in paths if p is not None]
+
+    def table_records(self, name: str, source: Dataset, target: Dataset) -> list[dict]:
+        """Every (row, seed) of one table for one source -> target pair, plus the baselines."""
+        table, records = TABLES[name], []
+        rows = list(table.rows)
+        if not any(r.system == "cosine" for r in rows):
+            rows.append(Row("Dis", "cosine"))
+        if self.cfg.coattention is not None:
+            rows.append(Row("co-attention", "coattention"))
+        rows += [Row(b, b) for b in self.cfg.baselines]
+        for seed in self.cfg.seeds:
+            splits = self.splits(source, seed, target)
+            for row in rows:
+                steps = row.rerank.get("steps")
+                K = row.head.get("K", self.cfg.head.K)
+                if steps is not None and steps > K:
+                    continue  # sampling with more steps than the head was trained with
+                record = self.evaluate(row, splits, seed)
+                records.append(
+                    {"train": source.name, "test": target.name, "row": row.label, **record}
+                )
+        return records
+
+    # -- artefacts --------------------------------------------------------------------------
+    def splits(self, source: Dataset, seed: int, target: Dataset) -> Splits:
+        space = _space(source.train)
+        for path in (source.val, target.test):
+            if _space(path) != space:
+                raise UserError(
+                    f"{path}: a {_space(path)}-space cache, but {source.train} is {space}-space; "
+                    "give every split of an ablation in the same space"
+                )
+        inputs = {"train": source.train, "val": source.val, "test": target.test}
+        if space == "joint":
+            key = {split: file_identity(path) for split, path in inputs.items()}
+            return Splits(Path(source.train), Path(source.val), Path(target.test), key)
+        proj, proj_key = self.projection(source, seed)
+        done = {split: self.projected(proj, proj_key, path) for split, path in inputs.items()}
+        key = {split: k for split, (_, k) in done.items()}
+        return Splits(done["train"][0], done["val"][0], done["test"][0], key)
+
+    def projection(self, source: Dataset, seed: int) -> tuple[Path, dict]:
+        cfg = replace(self.cfg.contrastive, seed=seed, device=self.cfg.device)
+        key = {
+            "train": file_identity(source.train),
+            "val": file_identity(source.val),
+            "contrastive": asdict(cfg),
+        }
+        folder = self.store.run_dir("phase1", f"{source.name}-seed{seed}", key)
+        path = folder / "projection.pt"
+        self._once(
+            folder,
+            f"phase 1 on {source.name} (seed {seed})",
+            lambda: train_contrastive(
+                source.train, source.val, path, cfg, self.progress, echo=lambda _: None
+            ),
+        )
+        return path, key
+
+    def projected(self, proj: Path, proj_key: dict, cache: str) -> tuple[Path, dict]:
+        """`cache` through the projection `proj` (a joint cache), and what it depends on."""
+        key = {"projection": proj_key, "cache": file_identity(cache)}
+        folder = self.store.run_dir("project", Path(cache).stem, key)
+        path = folder / "joint.h5"
+        self._once(
+            folder,
+            f"project {cache}",
+            lambda: project_cache(cache, proj, path, device=self.cfg.device, overwrite=True),
+        )
+        return path, key
+
+    def head(self, splits: Splits, overrides: dict, seed: int) -> Path:
+        cfg = replace(self.cfg.head, seed=seed, device=self.cfg.device, **overrides)
+        val_rerank = replace(self.cfg.rerank, seed=seed)
+        key = {
+            "train": splits.key["train"],
+            "val": splits.key["val"],
+            "head": asdict(cfg),
+            "validation": asdict(val_rerank),
+        }
+        label = ",".join(f"{k}={v}" for k, v in overrides.items()) or "base"
+        folder = self.store.run_dir("head", f"{label}-seed{seed}", key)
+        path = folder / "head.pt"
+        self._once(
+            folder,
+            f"train the head ({label}, seed {seed})",
+            lambda: train_head(
+                splits.train, splits.val, path, cfg, val_rerank, self.progress, lambda _: None
+            ),
+        )
+        return path
+
+    def coattention_head(self, splits: Splits, seed: int) -> Path:
+        cfg = replace(self.cfg.coattention, seed=seed, device=self.cfg.device)
+        key = {"train": splits.key["train"], "val": splits.key["val"], "coattention": asdict(cfg)}
+        folder = self.store.run_dir("coattention", f"{cfg.variant}-seed{seed}", key)
+        path = folder / "coattention.pt"
+        self._once(
+            folder,
+            f"train the co-attention head ({cfg.variant}, seed {seed})",
+            lambda: train_coattention(
+                splits.train, splits.val, path, cfg, self.progress, lambda _: None
+            ),
+        )
+        return path
+
+    def evaluate(self, row: Row, splits: Splits, seed: int) -> dict:
+        """One row's metrics on the test split for one seed (a cached run)."""
+        uses_head = row.system in HEAD_SYSTEMS
+        rerank = replace(self.cfg.rerank, seed=seed, **row.rerank)
+        if row.system == "diffatr-gen":
+            rerank = replace(rerank, mode="gen")
+        key = {"system": row.system, "test": splits.key["test"], "protocol": self.cfg.protocol}
+        if uses_head:
+            head_path = self.head(splits, row.head, seed)
+            key |= {"head": str(head_path), "rerank": asdict(rerank)}
+        elif row.system == "coattention":
+            head_path = self.coattention_head(splits, seed)
+            co_rerank = CoRerankConfig(topk=rerank.topk)
+            key |= {"head": str(head_path), "rerank": asdict(co_rerank)}
+        elif row.system != "cosine":
+            key |= {"baseline": asdict(self.cfg.baseline), "topk": rerank.topk}
+            key |= {"bank": splits.key["train"]}
+        folder = self.store.run_dir("eval", f"{row.system}-{row.label}", key)
+
+        def run() -> dict:
+            test = load_joint(splits.test, "test")
+            if uses_head:
+                head = load_head(head_path, self.device)
+                scores = DiffusionScores(test.text, test.audio, head, rerank, self.device)
+            elif row.system == "cosine":
+                scores = CosineScores(test.text, test.audio, self.device)
+            elif row.system == "coattention":
+                co = load_coattention(head_path, self.device)
+                with Cache(splits.test) as cache:
+                    scores = CoAttentionScores(
+                        test.text, test.audio, co.model, co.config.tau, cache, co_rerank,
+                        self.device,
+                    )  # fmt: skip
+            else:
+                bank = load_tensors(splits.train)
+                bcfg = replace(self.cfg.baseline, topk=rerank.topk)
+                scores = baseline_scores(
+                    row.system, test.text, test.audio, bcfg, bank.text, bank.audio, self.device
+                )
+            return measure(scores, test.audio_index.to(self.device), self.cfg.protocol)
+
+        record = self._once(folder, f"evaluate {row.system} {row.label} (seed {seed})", run)
+        return {"system": row.system, "seed": seed, **record}
+
+    def _once(self, folder: Path, what: str, work: Callable[[], object]) -> dict:
+        """Do `work` unless the run in `folder` completed before; return its record."""
+        record = self.store.done(folder)
+        if record is not None:
+            if folder.name not in self.ran and folder.name not in self.reused:
+                self.reused.append(folder.name)
+            return record
+        self.echo(f"{what} ...")
+        t = time.perf_counter()
+        result = work()
+        record = result if isinstance(result, dict) else {}
+        record = {**record, "seconds": time.perf_counter() - t}
+        self.ran.append(folder.name)
+        return self.store.finish(folder, record)
+
+
+def _space(path: str | Path) -> str:
+    with Cache(path) as cache:
+        return cache.attrs.get("embedding_space", "joint")
