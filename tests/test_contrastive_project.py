@@ -18,10 +18,10 @@ from diffatr.cache import (
     make_synthetic_backbone,
     verify,
 )
+from diffatr.checkpoints import file_sha256
 from diffatr.cli import main
 from diffatr.contrastive import ContrastiveConfig, load_projection, project_cache
 from diffatr.contrastive import project as project_module
-from diffatr.contrastive.checkpoint import file_sha256
 from diffatr.contrastive.train import train_contrastive
 from diffatr.evaluate import EvalConfig, evaluate_cache
 

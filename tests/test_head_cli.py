@@ -161,7 +161,7 @@ def test_checkpoint_refusals_through_the_api(files, tmp_path) -> None:
     newer = tmp_path / "newer.pt"
     blob = torch.load(files["ckpt"], weights_only=True)
     torch.save({**blob, "version": 99}, newer)
-    with pytest.raises(UserError, match=r"newer\.pt: checkpoint version 99"):
+    with pytest.raises(UserError, match=r"newer\.pt: diffusion-head checkpoint version 99"):
         load_head(newer)
     wrong = tmp_path / "wrong_dim.pt"
     torch.save({**blob, "dim": 32}, wrong)

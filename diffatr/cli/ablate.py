@@ -6,6 +6,7 @@ import click
 
 from ..experiments import TABLE_NAMES
 from . import main
+from .options import parse_topk
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -127,8 +128,6 @@ def ablate(tables, data, out, seeds, epochs, batch_size, K, topk, contrastive_ep
     from ..experiments.config import AblationConfig, Dataset
     from ..experiments.runner import Ablation
 
-    if topk != "all" and not (topk.isdigit() and int(topk) > 0):
-        raise click.BadParameter("a positive integer or `all`", param_hint="--topk")
     base = AblationConfig()
     compiled = not flags["no_compile"]
     contrastive = base.contrastive
@@ -146,7 +145,7 @@ def ablate(tables, data, out, seeds, epochs, batch_size, K, topk, contrastive_ep
     cfg = AblationConfig(
         seeds=_seeds(seeds),
         head=replace(base.head, epochs=epochs, batch_size=batch_size, K=K, compiled=compiled),
-        rerank=replace(base.rerank, topk=None if topk == "all" else int(topk), compiled=compiled),
+        rerank=replace(base.rerank, topk=parse_topk(topk), compiled=compiled),
         contrastive=contrastive,
         baselines=() if flags["no_baselines"] else base.baselines,
         coattention=coattention,

@@ -6,7 +6,7 @@ import sys
 import click
 
 from . import main
-from .options import CACHE
+from .options import CACHE, given, parse_topk
 
 # Options of `diffatr evaluate` that only a diffusion head reads (sampling and compilation).
 DIFFUSION_ONLY = ("temperature", "steps", "eta", "seed", "no_compile")
@@ -148,20 +148,12 @@ def evaluate_coattention(cache, options: dict, cfg, submission, progress) -> dic
     from ..coattention.config import CoRerankConfig
     from ..coattention.evaluate import evaluate_with_coattention
 
-    ctx = click.get_current_context()
-    source = click.core.ParameterSource.COMMANDLINE
-    given = [n for n in DIFFUSION_ONLY if ctx.get_parameter_source(n) == source]
-    wrong = [f"--{n.replace('_', '-')}" for n in given]
+    wrong = given(DIFFUSION_ONLY)
     if wrong:
         raise click.UsageError(
             f"{', '.join(wrong)} only apply to a diffusion head; {options['head']} is a "
             "co-attention head (it takes --topk, --mode and --alpha)"
         )
-    topk = options["topk"]
-    if topk != "all" and not (topk.isdigit() and int(topk) > 0):
-        raise click.BadParameter("a positive integer or `all`", param_hint="--topk")
-    mode = options["mode"] if ctx.get_parameter_source("mode") == source else "gen"
-    rerank = CoRerankConfig(
-        topk=None if topk == "all" else int(topk), mode=mode, alpha=options["alpha"]
-    )
+    mode = options["mode"] if given(["mode"]) else "gen"
+    rerank = CoRerankConfig(topk=parse_topk(options["topk"]), mode=mode, alpha=options["alpha"])
     return evaluate_with_coattention(cache, options["head"], rerank, cfg, submission, progress)

@@ -6,7 +6,7 @@ import click
 
 from . import main
 from .coattention import evaluate_coattention, is_coattention_checkpoint
-from .options import CACHE
+from .options import CACHE, given, parse_topk
 
 
 @main.command()
@@ -148,8 +148,8 @@ def evaluate(
     dsl_temperature,
     **head,
 ):
-    """Rank CACHE by cosine similarity (and, with --head, by a diffusion head, or with
-    --baseline, by a training-free re-ranker); print metrics.
+    """Rank CACHE by cosine similarity (and, with --head, by a diffusion or co-attention head,
+    or with --baseline, by a training-free re-ranker); print metrics.
 
     \b
     diffatr evaluate test.h5
@@ -166,17 +166,11 @@ def evaluate(
         results = _evaluate_baseline(
             cache, cfg, submission, progress, baseline, baseline_options, head
         )
-    elif _given(baseline_options):
-        raise click.UsageError(f"{', '.join(_given(baseline_options))} only apply with --baseline")
+    elif given(baseline_options):
+        raise click.UsageError(f"{', '.join(given(baseline_options))} only apply with --baseline")
     elif head["head"] is None:
-        ctx = click.get_current_context()
-        given = [
-            f"--{name.replace('_', '-')}"
-            for name in head
-            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
-        ]
-        if given:
-            raise click.UsageError(f"{', '.join(given)} only apply with --head CHECKPOINT")
+        if given(head):
+            raise click.UsageError(f"{', '.join(given(head))} only apply with --head CHECKPOINT")
         results = {"cosine": evaluate_cache(cache, cfg, submission=submission, progress=progress)}
     elif is_coattention_checkpoint(head["head"]):
         results = evaluate_coattention(cache, head, cfg, submission, progress)
@@ -184,11 +178,8 @@ def evaluate(
         from ..diffusion_head import RerankConfig
         from ..diffusion_head.evaluate import evaluate_with_head
 
-        topk = head["topk"]
-        if topk != "all" and not (topk.isdigit() and int(topk) > 0):
-            raise click.BadParameter("a positive integer or `all`", param_hint="--topk")
         rerank = RerankConfig(
-            topk=None if topk == "all" else int(topk),
+            topk=parse_topk(head["topk"]),
             alpha=head["alpha"],
             temperature=head["temperature"],
             steps=head["steps"],
@@ -211,20 +202,13 @@ def evaluate(
         click.echo(f"wrote {submission}")
 
 
-def _given(options) -> list[str]:
-    """The options of `options` (parameter names) given on the command line, as flags."""
-    ctx = click.get_current_context()
-    source = click.core.ParameterSource.COMMANDLINE
-    return [f"--{n.replace('_', '-')}" for n in options if ctx.get_parameter_source(n) == source]
-
-
 def _evaluate_baseline(cache, cfg, submission, progress, name, options, head):
     """`--baseline NAME`: the options into a BaselineConfig, then evaluate_baseline."""
     from ..evaluate.baselines import BaselineConfig, evaluate_baseline
 
     if head["head"] is not None:
         raise click.UsageError("--head and --baseline: give one re-ranker per run")
-    misplaced = _given([n for n in head if n != "topk"])
+    misplaced = given([n for n in head if n != "topk"])
     if misplaced:
         raise click.UsageError(f"{', '.join(misplaced)} only apply with --head CHECKPOINT")
     wrong = {
@@ -232,16 +216,13 @@ def _evaluate_baseline(cache, cfg, submission, progress, name, options, head):
         "beta": name == "dual-softmax",
         "bank": name != "qb-norm",
     }
-    misplaced = _given([n for n in options if wrong[n]])
+    misplaced = given([n for n in options if wrong[n]])
     if misplaced:
         raise click.UsageError(f"{', '.join(misplaced)} do not apply to --baseline {name}")
-    topk = head["topk"]
-    if topk != "all" and not (topk.isdigit() and int(topk) > 0):
-        raise click.BadParameter("a positive integer or `all`", param_hint="--topk")
     settings = {"beta": options["beta"], "temperature": options["dsl_temperature"]}
     baseline = BaselineConfig(
         name=name,
-        topk=None if topk == "all" else int(topk),
+        topk=parse_topk(head["topk"]),
         **{k: v for k, v in settings.items() if v is not None},
     )
     return evaluate_baseline(cache, baseline, cfg, options["bank"], submission, progress)

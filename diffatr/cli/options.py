@@ -3,3 +3,19 @@
 import click
 
 CACHE = click.Path(dir_okay=False, path_type=str)
+
+
+def parse_topk(text: str) -> int | None:
+    """`--topk`: a positive integer, or `all` (None: the whole gallery)."""
+    if text == "all":
+        return None
+    if not (text.isdigit() and int(text) > 0):
+        raise click.BadParameter("a positive integer or `all`", param_hint="--topk")
+    return int(text)
+
+
+def given(names) -> list[str]:
+    """Those of the parameters `names` that were given on the command line, as `--flags`."""
+    ctx = click.get_current_context()
+    source = click.core.ParameterSource.COMMANDLINE
+    return [f"--{n.replace('_', '-')}" for n in names if ctx.get_parameter_source(n) == source]

@@ -6,12 +6,11 @@ Writes/reads one `.pt` file: {"format": "diffatr-coattention-head", "version", "
 """
 
 import os
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import torch
 
-from ..atomic import atomic_path
+from ..checkpoints import checkpoint_format, config_from, read_checkpoint, write_checkpoint
 from ..errors import UserError
 from .config import CoAttentionConfig
 from .model import CoAttentionHead
@@ -43,49 +42,20 @@ def save_coattention(path: str | os.PathLike, head: CoHead) -> None:
         "state_dict": {k: v.detach().cpu().clone() for k, v in head.model.state_dict().items()},
         **head.meta,
     }
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
-
-
-def _read(path: Path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"{path}: not a readable diffatr checkpoint ({exc!s:.120})") from None
+    write_checkpoint(path, blob)
 
 
 def is_coattention_checkpoint(path: str | os.PathLike) -> bool:
     """Whether `path` is a readable file whose `format` says co-attention head (else False:
     the caller's own loader then explains what is wrong with it)."""
-    path = Path(path)
-    if not path.is_file():
-        return False
-    try:
-        blob = _read(path)
-    except UserError:
-        return False
-    return isinstance(blob, dict) and blob.get("format") == FORMAT
+    return checkpoint_format(path) == FORMAT
 
 
 def load_coattention(path: str | os.PathLike, device: torch.device | str = "cpu") -> CoHead:
     """Read a checkpoint written by `save_coattention`, refusing anything else clearly."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint file")
-    blob = _read(path)
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        found = blob.get("format") if isinstance(blob, dict) else None
-        raise UserError(
-            f"{path}: not a co-attention checkpoint (format {found!r}, expected {FORMAT!r}); "
-            "make one with `diffatr train-coattention`"
-        )
-    if blob.get("version") != VERSION:
-        raise UserError(
-            f"{path}: checkpoint version {blob.get('version')}; this diffatr reads {VERSION}"
-        )
-    known = {f.name for f in fields(CoAttentionConfig)}
+    blob = read_checkpoint(path, FORMAT, VERSION, "co-attention", "diffatr train-coattention")
     try:
-        cfg = CoAttentionConfig(**{k: v for k, v in blob["config"].items() if k in known})
+        cfg = config_from(CoAttentionConfig, blob["config"])
         model = CoAttentionHead(int(blob["dims"]["frames"]), int(blob["dims"]["tokens"]), cfg)
         model.load_state_dict(blob["state_dict"])
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:

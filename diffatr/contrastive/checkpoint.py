@@ -5,14 +5,12 @@ Writes/reads one `.pt` file: {"format", "version", "config" (ContrastiveConfig a
 "train_cache", "val_cache", "encoders" (the train cache's audio/text provenance)}.
 """
 
-import hashlib
 import os
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import torch
 
-from ..atomic import atomic_path
+from ..checkpoints import config_from, read_checkpoint, write_checkpoint
 from ..errors import UserError
 from .config import ContrastiveConfig
 from .heads import ProjectionHeads
@@ -53,33 +51,14 @@ def save_projection(path: str | os.PathLike, proj: Projection) -> None:
         "state_dict": {k: v.detach().cpu().clone() for k, v in proj.heads.state_dict().items()},
         **proj.meta,
     }
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+    write_checkpoint(path, blob)
 
 
 def load_projection(path: str | os.PathLike, device: torch.device | str = "cpu") -> Projection:
     """Read a checkpoint written by `save_projection`, refusing anything else clearly."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such projection checkpoint")
+    blob = read_checkpoint(path, FORMAT, VERSION, "projection", "diffatr train-contrastive")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"{path}: not a readable diffatr checkpoint ({exc!s:.120})") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        found = blob.get("format") if isinstance(blob, dict) else None
-        raise UserError(
-            f"{path}: not a projection checkpoint (format {found!r}, expected {FORMAT!r}); "
-            "make one with `diffatr train-contrastive`"
-        )
-    if blob.get("version") != VERSION:
-        raise UserError(
-            f"{path}: projection checkpoint version {blob.get('version')}; this diffatr reads "
-            f"{VERSION}"
-        )
-    known = {f.name for f in fields(ContrastiveConfig)}
-    try:
-        cfg = ContrastiveConfig(**{k: v for k, v in blob["config"].items() if k in known})
+        cfg = config_from(ContrastiveConfig, blob["config"])
         heads = ProjectionHeads(int(blob["audio_dim"]), int(blob["text_dim"]), cfg.joint_dim)
         heads.load_state_dict(blob["state_dict"])
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
@@ -87,12 +66,3 @@ def load_projection(path: str | os.PathLike, device: torch.device | str = "cpu")
     reserved = {"format", "version", "config", "audio_dim", "text_dim", "state_dict"}
     meta = {k: v for k, v in blob.items() if k not in reserved}
     return Projection(cfg, heads.to(device).eval(), meta)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

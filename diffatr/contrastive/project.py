@@ -19,9 +19,10 @@ import torch
 
 from ..cache import Cache, CacheWriter, Rows, verify
 from ..cache.schema import ROOT_ATTRS, SIDES
+from ..checkpoints import file_sha256
 from ..device import resolve_device
 from ..errors import UserError
-from .checkpoint import file_sha256, load_projection
+from .checkpoint import load_projection
 
 CHUNK_ROWS = 8192  # embedding rows projected at once: 64 MiB of 2048-d float32
 SEQUENCE_ROWS = 16384  # frame/token rows copied at once: 128 MiB of 2048-d float32

@@ -5,12 +5,11 @@ Writes/reads one `.pt` file: {"format", "version", "config" (HeadConfig as a dic
 """
 
 import os
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import torch
 
-from ..atomic import atomic_path
+from ..checkpoints import config_from, read_checkpoint, write_checkpoint
 from ..errors import UserError
 from .config import HeadConfig
 from .denoiser import Denoiser
@@ -56,31 +55,14 @@ def save_head(path: str | os.PathLike, head: Head) -> None:
         "a2t": {k: v.detach().cpu().clone() for k, v in head.a2t.state_dict().items()},
         **head.meta,
     }
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+    write_checkpoint(path, blob)
 
 
 def load_head(path: str | os.PathLike, device: torch.device | str = "cpu") -> Head:
     """Read a checkpoint written by `save_head`, refusing anything else with a clear message."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint file")
+    blob = read_checkpoint(path, FORMAT, VERSION, "diffusion-head", "diffatr train-head")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"{path}: not a readable diffatr checkpoint ({exc!s:.120})") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise UserError(
-            f"{path}: not a diffusion-head checkpoint (expected format {FORMAT!r}); "
-            "make one with `diffatr train-head`"
-        )
-    if blob.get("version") != VERSION:
-        raise UserError(
-            f"{path}: checkpoint version {blob.get('version')}; this diffatr reads {VERSION}"
-        )
-    known = {f.name for f in fields(HeadConfig)}
-    try:
-        cfg = HeadConfig(**{k: v for k, v in blob["config"].items() if k in known})
+        cfg = config_from(HeadConfig, blob["config"])
         dim = int(blob["dim"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UserError(f"{path}: damaged head checkpoint (config or dim: {exc!s:.80})") from None

@@ -24,7 +24,6 @@ the pooling and fc1 stay in float32. Outputs are always float32.
 """
 
 import contextlib
-import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
@@ -39,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..checkpoints import file_sha256
 from ..device import resolve_device
 from ..errors import UserError
 from .audio_io import SAMPLE_RATE
@@ -125,15 +125,6 @@ def build_model(encoder: str, classes_num: int = CLASSES_NUM) -> nn.Module:
     if encoder == "resnet38":
         return ResNet38(**MEL_SETTINGS, classes_num=classes_num)
     raise UserError(f"--audio-encoder {encoder!r}: choose one of {', '.join(AUDIO_ENCODERS)}")
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks (checkpoints are hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -281,7 +272,7 @@ class AudioEncoder:
                     module.to(_AUTOCAST_DTYPES[cfg.precision])
             self.memory_format = torch.channels_last
         self.model = model.to(self.device).to(memory_format=self.memory_format)
-        self.checkpoint_sha256 = sha256_file(cfg.checkpoint)
+        self.checkpoint_sha256 = file_sha256(cfg.checkpoint)
         self.sample_rate = SAMPLE_RATE
         self.dim = FEATURE_DIM
         self.frame_dim = FEATURE_DIM

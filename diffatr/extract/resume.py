@@ -149,14 +149,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def text_sha256(lines: list[str]) -> str:
     """A checksum of a list of strings (e.g. which clips have audio)."""
     digest = hashlib.sha256()

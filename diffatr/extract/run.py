@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from ..cache import CacheError
 from ..cache.merge import merge
+from ..checkpoints import file_sha256
 from ..errors import UserError
 from .captions import CaptionTable, read_captions
 from .distributed import (
@@ -44,7 +45,7 @@ from .distributed import (
 )
 from .panns import AudioEncoderConfig
 from .parts import ChunkResult, PartSpec, encode_audio_chunks, warn, write_part
-from .resume import WorkFolder, file_sha256, flatten, text_sha256
+from .resume import WorkFolder, flatten, text_sha256
 from .text import TextEncoderConfig
 
 ENCODERS_HOOK = "DIFFATR_EXTRACT_ENCODERS"

@@ -1,0 +1,83 @@
+"""The project's checkpoints on disk: plain dicts that `torch.load(..., weights_only=True)` reads.
+
+Reads/writes one `.pt` file. Every checkpoint the stages write (the projection heads, the
+diffusion head, the co-attention head) carries `format` (what it is), `version` and `config`
+(its stage's settings as a dict) beside its tensors; this module owns what they share: the
+atomic write, the refusals of a missing, unreadable, foreign or newer file, the config read back
+into its dataclass, and the file hash that provenance records.
+"""
+
+import hashlib
+import os
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_path
+from .errors import UserError
+
+
+def write_checkpoint(path: str | os.PathLike, blob: dict) -> None:
+    """torch.save `blob` atomically (a crash never leaves a half-written file)."""
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def _load(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{path}: not a readable diffatr checkpoint ({exc!s:.120})") from None
+
+
+def checkpoint_format(path: str | os.PathLike) -> str | None:
+    """The `format` of a readable checkpoint file, else None (its loader then says why)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        blob = _load(path)
+    except UserError:
+        return None
+    return blob.get("format") if isinstance(blob, dict) else None
+
+
+def read_checkpoint(
+    path: str | os.PathLike, fmt: str, version: int, what: str, made_by: str
+) -> dict:
+    """The checkpoint dict at `path`, or a UserError naming the file and what to do.
+
+    `what` names the kind in messages ("projection"), `made_by` the command that makes one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such {what} checkpoint")
+    blob = _load(path)
+    if not isinstance(blob, dict) or blob.get("format") != fmt:
+        found = blob.get("format") if isinstance(blob, dict) else None
+        raise UserError(
+            f"{path}: not a {what} checkpoint (format {found!r}, expected {fmt!r}); "
+            f"make one with `{made_by}`"
+        )
+    if blob.get("version") != version:
+        raise UserError(
+            f"{path}: {what} checkpoint version {blob.get('version')}; this diffatr reads {version}"
+        )
+    return blob
+
+
+def config_from(cls, values: dict):
+    """A stage's config dataclass from a checkpoint's `config` dict; keys it does not know (from
+    a newer diffatr) are ignored, missing ones take today's defaults."""
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (checkpoints are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
