@@ -14,7 +14,7 @@ from ..diffusion_head.trajectory import cosine_topk, diffusion_trajectory
 from ..evaluate.plots import plot_diffusion_process, plot_recall_curves
 from .measure import CURVE_KS
 
-SHOWN_STEPS = 6  # panels of the diffusion picture: x_K, evenly spaced steps, and x0_hat
+SHOWN_STEPS = 6  # panels of the diffusion picture: evenly spaced DDIM steps, first to last
 SEARCHED_QUERIES = 200  # captions tried when choosing the query to draw
 
 
@@ -31,8 +31,9 @@ def diffusion_figure(head: Head, text, audio, audio_index, topk: int, seed: int,
 
     The query drawn is the first caption (of the first SEARCHED_QUERIES) whose clip is in its
     cosine top-k but not first there, and that the head ends up putting first; failing that, the
-    first whose clip is in its top-k at all. Panels: softmax(x_k) of the noisy input at evenly
-    spaced DDIM steps, then softmax(x0_hat) of the last step (what fusion adds).
+    first whose clip is in its top-k at all. Panels: at evenly spaced DDIM steps, from the first
+    (x_K pure noise) to the last, the head's estimate as the distribution it was trained to
+    match, softmax(logit_scale * x0_hat) (L_G = CE(logit_scale * x0_hat, positive)).
     """
     chosen = None
     for row in range(min(SEARCHED_QUERIES, len(text))):
@@ -44,21 +45,26 @@ def diffusion_figure(head: Head, text, audio, audio_index, topk: int, seed: int,
         if not len(hits):
             continue
         true = int(hits[0, 0])
-        steps, x0_hats, x_ks = diffusion_trajectory(head, text[row], audio[top], "t2a", row, seed)
-        found = (row, true, steps, x0_hats, x_ks)
+        steps, x0_hats, _ = diffusion_trajectory(head, text[row], audio[top], "t2a", row, seed)
+        found = (row, true, steps, x0_hats)
         chosen = chosen or found
         if true > 0 and int(x0_hats[-1].argmax()) == true:
             chosen = found
             break
     if chosen is None:
         return None
-    row, true, steps, x0_hats, x_ks = chosen
+    row, true, steps, x0_hats = chosen
     last = len(steps) - 1
-    shown = sorted({round(i * last / (SHOWN_STEPS - 2)) for i in range(SHOWN_STEPS - 1)})
-    probs = [torch.softmax(x_ks[i], dim=0) for i in shown] + [torch.softmax(x0_hats[-1], dim=0)]
-    labels = [f"x_{steps[i] + 1}" for i in shown] + ["x0_hat (final)"]
-    title = f"the diffusion process of caption {row} over its cosine top-{len(x0_hats[-1])}"
-    return plot_diffusion_process(torch.stack(probs).numpy(), labels, true, path, title)
+    shown = sorted({round(i * last / (SHOWN_STEPS - 1)) for i in range(SHOWN_STEPS)})
+    scale = head.config.logit_scale
+    probs = torch.stack([torch.softmax(scale * x0_hats[i], dim=0) for i in shown])  # (n, k)
+    labels = [f"step {steps[i] + 1} of {len(steps)}" for i in shown]
+    labels[-1] += " (final)"
+    title = (
+        f"the diffusion process of caption {row} over its cosine top-{len(x0_hats[-1])}: "
+        f"softmax({scale:g} * x0_hat) at each step"
+    )
+    return plot_diffusion_process(probs.numpy(), labels, true, path, title)
 
 
 def _name(record: dict) -> str:
