@@ -51,3 +51,13 @@ def column_hits(rows: Rows, n_rows: int, n_cols: int, k: int, max_elements: int)
     if hit is None:
         raise ValueError("an activation set of no rows is undefined")
     return hit
+
+
+def split_logsumexp(cosine, scale: float, max_elements: int) -> dict[str, torch.Tensor]:
+    """lse_j over the evaluated split's own queries, per direction: {"t2a": (Na,), "a2t": (Nt,)}
+    (t2a: each clip's column over all captions; a2t: each caption's column over all clips)."""
+    na, nt = cosine.n_audio, cosine.n_text
+    return {
+        "t2a": column_logsumexp(cosine.t2a, nt, na, scale, max_elements),
+        "a2t": column_logsumexp(cosine.a2t, na, nt, scale, max_elements),
+    }

@@ -20,7 +20,7 @@ import torch
 from ..ranks import DEFAULT_MAX_ELEMENTS
 from ..similarity import CosineScores
 from ..topk import TopKScores
-from .columns import column_logsumexp
+from .columns import split_logsumexp
 from .config import BaselineConfig
 
 
@@ -53,14 +53,7 @@ class DualSoftmaxScores(TopKScores):
         cosine = CosineScores(text, audio, device)
         super().__init__(cosine, self._rescore, cfg.topk, "replace", query_block=cfg.query_block)
         self.scale = 1.0 / cfg.temperature
-        self.lse = {  # (Ng,) float64 per direction: the queries of that direction, per column
-            "t2a": column_logsumexp(
-                cosine.t2a, cosine.n_text, cosine.n_audio, self.scale, max_elements
-            ),
-            "a2t": column_logsumexp(
-                cosine.a2t, cosine.n_audio, cosine.n_text, self.scale, max_elements
-            ),
-        }
+        self.lse = split_logsumexp(cosine, self.scale, max_elements)  # (Ng,) per direction
 
     def _rescore(self, direction: str, row0: int, S: torch.Tensor, top) -> torch.Tensor:
         """signed_log of S' on each row's top-k, (b, k) float64."""

@@ -18,7 +18,7 @@ import torch
 from ..ranks import DEFAULT_MAX_ELEMENTS
 from ..similarity import CosineScores
 from ..topk import TopKScores
-from .columns import column_logsumexp
+from .columns import split_logsumexp
 from .config import BaselineConfig
 
 
@@ -37,14 +37,7 @@ class InvertedSoftmaxScores(TopKScores):
         cosine = CosineScores(text, audio, device)
         super().__init__(cosine, self._rescore, cfg.topk, "replace", query_block=cfg.query_block)
         self.beta = cfg.beta
-        self.lse = {  # (Ng,) float64 per direction
-            "t2a": column_logsumexp(
-                cosine.t2a, cosine.n_text, cosine.n_audio, self.beta, max_elements
-            ),
-            "a2t": column_logsumexp(
-                cosine.a2t, cosine.n_audio, cosine.n_text, self.beta, max_elements
-            ),
-        }
+        self.lse = split_logsumexp(cosine, self.beta, max_elements)  # (Ng,) per direction
 
     def _rescore(self, direction: str, row0: int, S: torch.Tensor, top) -> torch.Tensor:
         """log S' on each row's top-k, (b, k) float64."""
