@@ -36,9 +36,10 @@ from diffatr.coattention import CoAttentionConfig, CoAttentionHead, CoAttentionS
 from diffatr.coattention.config import CoRerankConfig
 from diffatr.coattention.loader import PairStream
 from diffatr.coattention.model import masked_mean
-from diffatr.coattention.train import lr_lambda, make_optimizer, run_epoch
+from diffatr.coattention.train import make_optimizer, run_epoch
 from diffatr.device import flush_denormal
 from diffatr.evaluate import paper_protocol
+from diffatr.lr import warmup_cosine
 
 
 def peak_rss_mb() -> float:
@@ -100,7 +101,7 @@ def child_train(args) -> dict:
         stream = Timed(pairs, args.batches)
         model = CoAttentionHead(2048, 768, cfg)
         opt = make_optimizer(model, cfg)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(len(stream), cfg.warmup))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(len(stream), cfg.warmup))
         t = time.perf_counter()
         loss = run_epoch(model.train(), stream, 1, opt, sched, cfg)
         seconds = time.perf_counter() - t

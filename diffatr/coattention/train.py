@@ -15,8 +15,6 @@ checkpoint: the initialisation and dropout draw from torch's generator seeded wi
 """
 
 import copy
-import csv
-import json
 import math
 import os
 import time
@@ -26,11 +24,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..atomic import atomic_open
 from ..cache import Cache, CacheTensors, verify
 from ..device import flush_denormal, resolve_device
 from ..errors import UserError
 from ..evaluate import paper_protocol
+from ..history import write_history
+from ..lr import warmup_cosine
 from .checkpoint import CoHead, save_coattention
 from .config import CoAttentionConfig, CoRerankConfig
 from .loader import PairStream
@@ -85,7 +84,7 @@ def _train(model, stream, val, val_cache, out, cfg, meta, progress, echo) -> CoH
     device = next(model.parameters()).device
     opt = make_optimizer(model, cfg)
     total = cfg.epochs * len(stream)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, cfg.warmup))
     history, best, best_score, best_epoch = [], None, -math.inf, 0
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -104,7 +103,7 @@ def _train(model, stream, val, val_cache, out, cfg, meta, progress, echo) -> CoH
             best_score, best_epoch = score, epoch
             best = copy.deepcopy(model.state_dict())
             save_coattention(out, CoHead(cfg, model, _meta(meta, epoch, metrics, history)))
-        _write_log(out, history)
+        write_history(out, history)
     model.load_state_dict(best)
     head = CoHead(cfg, model.eval(), _meta(meta, best_epoch, history[best_epoch - 1], history))
     save_coattention(out, head)
@@ -159,27 +158,6 @@ def make_optimizer(model: CoAttentionHead, cfg: CoAttentionConfig) -> torch.opti
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def lr_lambda(total: int, warmup: float) -> Callable[[int], float]:
-    """LR factor after `step` steps: linear warm-up over warmup * total steps, cosine decay."""
-    n_warm = max(1, round(warmup * total))
-
-    def f(step: int) -> float:
-        if step < n_warm:
-            return (step + 1) / n_warm
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - n_warm) / max(1, total - n_warm))))
-
-    return f
-
-
 def _meta(meta: dict, epoch: int, metrics: dict, history: list[dict]) -> dict:
     val = {k: v for k, v in metrics.items() if k not in ("epoch", "loss", "seconds")}
     return {**meta, "epoch": epoch, "val_metrics": val, "history": history}
-
-
-def _write_log(out: Path, history: list[dict]) -> None:
-    with atomic_open(out.with_name(out.name + ".log.json"), "w") as f:
-        json.dump(history, f, indent=2)
-    with atomic_open(out.with_name(out.name + ".log.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)

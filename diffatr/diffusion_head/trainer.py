@@ -16,12 +16,11 @@ Both draw k and eps from the same generator in the same order, so they train the
 """
 
 import copy
-import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
+from ..lr import warmup_cosine
 from .checkpoint import new_denoiser
 from .config import HeadConfig
 from .denoiser import Denoiser
@@ -41,19 +40,6 @@ def init_nets(dim: int, cfg: HeadConfig, device: torch.device | str = "cpu") -> 
         # drift moves x0_hat against the [-1, 1] clamp of sampling. It stays at its init (0).
         net.decoder[2].bias.requires_grad_(False)
     return nets
-
-
-def lr_lambda(total: int, warmup: float) -> Callable[[int], float]:
-    """LR factor of step i (0-based): linear warm-up over warmup * total steps, cosine decay."""
-    n_warm = max(1, round(warmup * total))
-
-    def f(step: int) -> float:
-        if step < n_warm:
-            return (step + 1) / n_warm
-        progress = (step - n_warm) / max(1, total - n_warm)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return f
 
 
 def make_optimizer(nets: dict[str, Denoiser], cfg: HeadConfig) -> torch.optim.AdamW:
@@ -82,7 +68,7 @@ class HeadTrainer:
         self.nets = init_nets(dim, cfg, device)
         self.ema = {d: copy.deepcopy(net).eval() for d, net in self.nets.items()}
         self.abar = alphas_cumprod(make_betas(cfg.schedule, cfg.K)).to(device)
-        self.lr_factor = lr_lambda(total_steps, cfg.warmup)
+        self.lr_factor = warmup_cosine(total_steps, cfg.warmup)
         self.steps_done = 0
         if cfg.fused:
             self.pair = StackedPair(self.nets)
