@@ -1,7 +1,8 @@
 """Naive, dense oracles for re-ranking with the diffusion head (method.md, "Inference: re-ranking
 and fusion") and for its training batches.
 
-Written from method.md: the whole cosine matrix S at once in float64, torch.topk per query, DDIM
+Written from method.md: the whole cosine matrix S at once in float64, each query's top-k as
+the head of a stable descending sort (ties by gallery order, as ranks break them), DDIM
 over the reference `Denoiser.forward` (not the factorised fast path) in float64, then
 S' = S + alpha * softmax(x0_hat / T) on the top-k ("fusion") or 2 + softmax(...) ("gen").
 The one convention taken from the code under test is where x_K comes from: row i of a direction
@@ -87,8 +88,9 @@ def oracle_direction(
     m = copy.deepcopy(net).double()
     nq, ng = S.shape
     k = ng if topk is None else min(topk, ng)
-    # (Nq, k): by descending S, or in gallery order when nothing is selected
-    top = torch.arange(ng).expand(nq, ng) if k == ng else torch.topk(S, k, dim=1).indices
+    # (Nq, k): by descending S (ties by gallery order), or gallery order when nothing is selected
+    order = torch.sort(S, dim=1, descending=True, stable=True).indices
+    top = torch.arange(ng).expand(nq, ng) if k == ng else order[:, :k]
     n_noise = 1 + (len(timesteps(len(betas), steps)) if eta > 0 else 0)
     drawn = torch.stack([row_noise(seed, direction, i, (n_noise, k)) for i in range(nq)], 1)
     cand = gallery.double()[top]  # (Nq, k, D)

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from diffatr.evaluate import CosineScores, TopKScores
+from diffatr.evaluate import CosineScores, TopKScores, t2a_ranks, topk_indices
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -135,3 +135,42 @@ def test_bad_settings_are_refused(cosine) -> None:
     for topk in (0, -3):
         with pytest.raises(ValueError, match="top-k must be at least 1"):
             TopKScores(cosine, Rescorer(), topk=topk)
+
+
+def test_topk_indices_is_the_head_of_a_stable_descending_sort() -> None:
+    """Oracle: Python's sorted (stable) on each row; rows with many exact ties at the k-th place."""
+    g = torch.Generator().manual_seed(1)
+    S = torch.randint(0, 4, (40, 23), generator=g).float()
+    S[0] = 0.5  # one row all tied
+    for k in (1, 3, 7, 22):
+        got = topk_indices(S, k)
+        for i, row in enumerate(S.tolist()):
+            want = sorted(range(len(row)), key=lambda j: -row[j])[:k]
+            assert got[i].tolist() == want, (i, k)
+
+
+def test_a_ground_truth_at_cosine_rank_k_stays_in_the_topk_with_duplicated_clips() -> None:
+    """Duplicated clips tie exactly; the ground truth (the lowest index of its duplicates) has
+    cosine rank <= k, and fusion with w >= 0 must not push it out: R@k for k >= top-k is
+    cosine's."""
+    g = torch.Generator().manual_seed(2)
+    base = torch.randn(6, D, generator=g)
+    audio = base[[0, 1, 2, 3, 3, 3, 3, 4, 5, 5]]  # clip 3 at rows 3..6, clip 5 at rows 8..9
+    text = torch.randn(30, D, generator=g)
+    cosine = CosineScores(text, audio)
+    S = cosine.t2a(0, len(text))
+    n_checked = 0
+    for k in (2, 3, 4, 5):
+        scores = TopKScores(cosine, lambda d, r0, s, top: torch.ones(top.shape), topk=k)
+        fused = scores.t2a(0, len(text))
+        for i in range(len(text)):
+            for target in (3, 8):  # the first copy of each duplicated clip
+                one = CosineScores(text[i : i + 1], audio)
+                cos_rank = t2a_ranks(one, torch.tensor([target]))[0]
+                if int(cos_rank) > k:
+                    continue
+                fused_rank = 1 + int((fused[i] > fused[i, target]).sum())
+                fused_rank += int((fused[i, :target] == fused[i, target]).sum())
+                assert fused_rank == int(cos_rank), (k, i, target)
+                n_checked += int(S[i].topk(k).values[-1] == S[i, target])
+    assert n_checked > 0  # some ground truths sat on a tie at the k-th place

@@ -1,13 +1,18 @@
 """The diffusion process of one query (diffatr/diffusion_head/trajectory.py): the last x0_hat
 must be the one `DiffusionScores` re-ranks that query with (its fused fast path, same noise
-from `row_noise`), and exactly `ddim_sample`'s over the reference `Denoiser`."""
+from `row_noise`), every step a float64 DDIM oracle's over the reference `Denoiser`, and the
+candidates the ranking's top-k (ties by gallery order)."""
+
+import copy
 
 import pytest
 import torch
+from rerank_oracle import ddim as oracle_ddim
 from rerank_oracle import dense_cosine, random_head
+from rerank_oracle import timesteps as oracle_timesteps
 
 from diffatr.cache import SyntheticConfig, load_tensors, make_synthetic
-from diffatr.diffusion_head import DiffusionScores, RerankConfig, ddim_sample, ddim_timesteps
+from diffatr.diffusion_head import DiffusionScores, RerankConfig, ddim_timesteps
 from diffatr.diffusion_head.rerank import row_noise
 from diffatr.diffusion_head.trajectory import cosine_topk, diffusion_trajectory
 
@@ -58,31 +63,47 @@ def test_last_x0_hat_is_the_rerankers(split, case) -> None:
     torch.testing.assert_close(torch.softmax(x0_hats[-1].double(), 0), boost, rtol=0, atol=2e-5)
 
 
-def test_equals_ddim_sample_over_the_reference_denoiser(split) -> None:
+def test_every_step_equals_a_float64_ddim_oracle(split) -> None:
+    """Each recorded (x_k, x0_hat) against rerank_oracle.ddim (Song et al. eq. 12 written out in
+    float64) over the same denoiser, noise drawn by row_noise."""
     head = random_head(D, K, std=0.3, seed=1)
     row, eta, steps = 4, 0.5, 6
     top = cosine_topk(split.text[row], split.audio, 5)
-    q, C = split.text[row][None], split.audio[top]
-    _, x0_hats, x_ks = diffusion_trajectory(
-        head, split.text[row], C, "t2a", row, seed=9, steps=steps, eta=eta
+    q, C = split.text[row][None].double(), split.audio[top].double()
+    got_steps, x0_hats, x_ks = diffusion_trajectory(
+        head, split.text[row], split.audio[top], "t2a", row, seed=9, steps=steps, eta=eta
     )
     noise = row_noise(9, "t2a", row, (1 + steps, len(top)))[:, None]  # (1 + steps, 1, k)
+    net = copy.deepcopy(head.t2a).double()
+    seen_k, seen_x, seen_x0 = [], [], []
+
+    def model_fn(x_k: torch.Tensor, k: int) -> torch.Tensor:
+        x0 = net(x_k, torch.full((1,), k, dtype=torch.long), q, C)
+        seen_k.append(k), seen_x.append(x_k[0]), seen_x0.append(x0[0].clamp(-1.0, 1.0))
+        return x0
+
     with torch.no_grad():
-        want = ddim_sample(
-            lambda x, k: head.t2a(x, k, q, C), noise[0], head.betas, steps, eta, noise=noise[1:]
-        )
-    torch.testing.assert_close(x0_hats[-1], want[0], rtol=0, atol=0)
+        oracle_ddim(model_fn, noise[0], head.betas, steps, eta, noise[1:])
+    assert got_steps == seen_k == oracle_timesteps(K, steps)
+    torch.testing.assert_close(x_ks.double(), torch.stack(seen_x), rtol=0, atol=1e-5)
+    torch.testing.assert_close(x0_hats.double(), torch.stack(seen_x0), rtol=0, atol=1e-5)
     assert not torch.equal(x0_hats[0], x0_hats[-1]) and not torch.equal(x_ks[0], x_ks[-1])
 
 
-def test_cosine_topk_is_the_rerankers_order(split) -> None:
-    S = dense_cosine(split.text, split.audio).float()
-    for row in (0, 7):
-        got = cosine_topk(split.text[row], split.audio, 5)
-        assert got.tolist() == S[row].topk(5).indices.tolist()
-    n = len(split.audio)
+def test_cosine_topk_is_the_ranking_order_ties_by_gallery_order() -> None:
+    """Oracle: Python's stable sorted() over the cosines; duplicated clips tie exactly, several
+    across the k-th place."""
+    g = torch.Generator().manual_seed(4)
+    base = torch.randn(4, D, generator=g)
+    gallery = base[[0, 1, 1, 2, 1, 3, 3, 0]]  # duplicates at (0, 7), (1, 2, 4), (5, 6)
+    for query in torch.randn(12, D, generator=g):
+        cos = dense_cosine(query[None], gallery)[0].float().tolist()
+        order = sorted(range(len(cos)), key=lambda j: -cos[j])
+        for k in range(1, len(cos)):
+            assert cosine_topk(query, gallery, k).tolist() == order[:k], k
+    n = len(gallery)
     for k in (None, n, n + 3):
-        assert cosine_topk(split.text[0], split.audio, k).tolist() == list(range(n))
+        assert cosine_topk(gallery[0], gallery, k).tolist() == list(range(n))
 
 
 def test_bad_direction_is_refused(split) -> None:

@@ -14,7 +14,7 @@ reference `Denoiser` for one query, with the noise `DiffusionScores` draws for t
 import torch
 import torch.nn.functional as F
 
-from ..evaluate import CosineScores
+from ..evaluate import CosineScores, topk_indices
 from .checkpoint import Head
 from .ddim import ddim_sample, ddim_timesteps
 from .rerank import row_noise
@@ -22,11 +22,12 @@ from .rerank import row_noise
 
 def cosine_topk(query: torch.Tensor, gallery: torch.Tensor, k: int | None) -> torch.Tensor:
     """The query's (D,) candidates over gallery (Ng, D) in `DiffusionScores`' order: the cosine
-    top-k by torch.topk, or gallery order when k covers the gallery; (k,) int64."""
+    top-k in ranking order (`topk_indices`: ties by gallery order), or gallery order when k
+    covers the gallery; (k,) int64."""
     S = CosineScores(query[None], gallery, query.device).t2a(0, 1)  # (1, Ng)
     if k is None or k >= S.shape[1]:
         return torch.arange(S.shape[1], device=S.device)
-    return S.topk(k, dim=1).indices[0]
+    return topk_indices(S, k)[0]
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ from .metrics import a2t_metrics, dcase_protocol, paper_protocol, t2a_metrics
 from .ranks import a2t_ranks, t2a_ranks
 from .report import format_table, write_json
 from .similarity import CosineScores, DenseScores, Scores
-from .topk import TopKScores
+from .topk import TopKScores, topk_indices
 
 __all__ = [
     "CosineScores",
@@ -24,6 +24,7 @@ __all__ = [
     "paper_protocol",
     "t2a_metrics",
     "t2a_ranks",
+    "topk_indices",
     "write_json",
     "write_submission",
 ]

@@ -6,7 +6,9 @@ those pairs again (method.md, "Inference: re-ranking and fusion"); this module o
 share, so all of them get both protocols, bounded memory and block-size independence at once.
 
     S        cosine similarity rows of a block of queries, (b, Nc)
-    top      each row's top-k candidates by S, (b, k); None when k covers the whole gallery
+    top      each row's top-k candidates by S, (b, k), in ranking order: the first k of a
+             stable descending sort, so ties go to the lower gallery index as in ranks.py;
+             None when k covers the whole gallery
     w        the re-ranker's scores of those pairs, (b, k)
     fusion   S' = S + alpha * w on the top-k, S elsewhere (w >= 0 keeps the top-k on top)
     replace  S' = 2 + w - min(0, min_row w) on the top-k, S elsewhere: every re-scored entry
@@ -23,6 +25,24 @@ COMBINE = ("fusion", "replace")
 
 # (direction "t2a" | "a2t", first query row, S (b, Nc), top (b, k) or None) -> w (b, k)
 Rescorer = Callable[[str, int, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def topk_indices(S: torch.Tensor, k: int) -> torch.Tensor:
+    """The first k columns of each row of S (b, Nc) under a stable descending sort, (b, k).
+
+    The ranking rule of ranks.py (ties by gallery order). `torch.topk` alone may keep either of
+    two tied candidates at the k-th place, so a ground truth at cosine rank k could leave the
+    top-k; it only finds the k-th value here, and rows with a tie across it are sorted whole.
+    """
+    idx = S.topk(k, dim=1).indices.sort(dim=1).values  # (b, k) the set, in gallery order
+    order = torch.sort(S.gather(1, idx), dim=1, descending=True, stable=True).indices
+    top = idx.gather(1, order)  # (b, k) descending, ties by gallery order
+    kth = S.gather(1, top[:, -1:])  # (b, 1)
+    crossed = torch.count_nonzero(kth <= S, dim=1) > k  # a tie across the k-th place
+    if crossed.any():
+        rows = S[crossed]  # (t, Nc)
+        top[crossed] = torch.sort(rows, dim=1, descending=True, stable=True).indices[:, :k]
+    return top
 
 
 class TopKScores:
@@ -63,7 +83,7 @@ class TopKScores:
         """Re-score each row's top-k of S (b, Nc) and write S' into S in place."""
         n_cand = S.shape[1]
         k = n_cand if self.topk is None else min(self.topk, n_cand)
-        top = None if k == n_cand else S.topk(k, dim=1).indices  # (b, k)
+        top = None if k == n_cand else topk_indices(S, k)  # (b, k)
         w = self.rescore(direction, row0, S, top).to(S.dtype)  # (b, k)
         if self.combine == "fusion":
             S.add_(self.alpha * w) if top is None else S.scatter_add_(1, top, self.alpha * w)
