@@ -199,3 +199,19 @@ def test_kill_9_of_the_command_then_resume(data, tmp_path):
     summary = extract(captions, audio, out, CFG, progress=False, encoders=make)
     assert summary.chunks_resumed == len(done)
     assert_same_cache(reference, out)
+
+
+def test_a_run_that_stopped_at_start_up_does_not_block_the_corrected_command(data, tmp_path):
+    """Encoders that fail to load (no checkpoint, a text model not cached) leave no part: the
+    corrected command, with other settings, runs without --restart."""
+    captions, audio, reference = data
+
+    def cannot_load(cfg):
+        raise UserError("no such checkpoint")
+
+    out = tmp_path / "out.h5"
+    other = replace(CFG, dtype="float16")  # a wrong first try
+    with pytest.raises(UserError, match="no such checkpoint"):
+        extract(captions, audio, out, other, progress=False, encoders=cannot_load)
+    extract(captions, audio, out, CFG, progress=False, encoders=make)
+    assert_same_cache(reference, out)

@@ -8,6 +8,8 @@ leaves either a whole part or none. Reads: the same folder, on the next run.
 A rerun with the same manifest skips the chunks whose part exists and opens; a rerun whose
 settings or caption file differ is refused (the user removes the folder or passes --restart),
 because mixing parts of two different runs would make a cache that no single run would make.
+A folder without a finished part (a run that stopped at start-up: no checkpoint, a text model
+not in the local cache) holds nothing to resume, so its manifest is simply replaced.
 """
 
 import hashlib
@@ -45,7 +47,7 @@ class WorkFolder:
             shutil.rmtree(self.path)
         manifest = self.path / MANIFEST
         record = {"version": MANIFEST_VERSION, "n_chunks": n_chunks, **key}
-        if manifest.exists():
+        if manifest.exists() and any(self.path.glob("part-*.h5")):
             self._check(manifest, record)
         else:
             self.path.mkdir(parents=True, exist_ok=True)
