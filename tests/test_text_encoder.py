@@ -127,8 +127,31 @@ def test_settings_and_loading_errors(tiny_bert, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="cannot load a model and tokenizer from this folder"):
         TextEncoder(TextEncoderConfig(name=str(tmp_path)))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(UserError, match=r"HF_HUB_OFFLINE.*pass a local folder"):
+    with pytest.raises(UserError, match=r"not in the local Hugging Face cache.*local folder"):
         TextEncoder(TextEncoderConfig(name="diffatr-test/no-such-model"))
+
+
+def test_the_hub_is_never_asked_even_without_hf_hub_offline(tmp_path, monkeypatch):
+    """Every from_pretrained call is local_files_only, HF_HUB_OFFLINE unset; the refusal names
+    the cache folder looked in."""
+    import transformers
+    from huggingface_hub import constants
+
+    calls = []
+
+    def refuse(name, **kw):
+        calls.append(kw.get("local_files_only"))
+        raise OSError(f"{name} is not cached")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", refuse)
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", refuse)
+    with pytest.raises(UserError) as e:
+        TextEncoder(TextEncoderConfig(name="diffatr-test/no-such-model"))
+    assert calls and all(local is True for local in calls)
+    where = tmp_path / "hub" / "models--diffatr-test--no-such-model"
+    assert f"looked for {where}" in str(e.value) and "never downloads" in str(e.value)
 
 
 def test_provenance_hashes_the_weight_file(tiny_bert):

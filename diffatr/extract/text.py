@@ -1,8 +1,8 @@
 """Caption features from a frozen Hugging Face text encoder: [CLS] or masked-mean pooling.
 
 Reads: a model and tokenizer (`AutoModel`/`AutoTokenizer`) from a local folder made with
-`save_pretrained`, or by hub name from the local Hugging Face cache (the hub is asked only when
-HF_HUB_OFFLINE is unset). Writes: nothing; returns float32 arrays.
+`save_pretrained`, or by hub name from the local Hugging Face cache. Local files only, always:
+the hub is never asked, whatever HF_HUB_OFFLINE says. Writes: nothing; returns float32 arrays.
 
 Notation: h = last_hidden_state (B, L, D), m = attention_mask (B, L), 1 = real token.
     cls   e_j = h[j, 0]                               (the first token; padding is on the right)
@@ -56,7 +56,8 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _load(name: str):
-    """(tokenizer, model) from a folder or the hub cache; UserError saying what to do if not."""
+    """(tokenizer, model) from a folder or the hub cache, never the network; UserError saying
+    which names were looked for where, and what to do, if neither has it."""
     from huggingface_hub import constants
     from transformers import AutoModel, AutoTokenizer
 
@@ -78,19 +79,13 @@ def _load(name: str):
         raise UserError(f"--text-encoder {name}: no such folder")
     try:
         return load(True)
-    except (OSError, ValueError):
-        if constants.HF_HUB_OFFLINE:
-            raise UserError(
-                f"--text-encoder {name}: not in the local Hugging Face cache and HF_HUB_OFFLINE "
-                "is set; pass a local folder made with save_pretrained "
-                "(--text-encoder /path/to/model)"
-            ) from None
-    try:
-        return load(False)
     except (OSError, ValueError) as e:
+        where = Path(constants.HF_HUB_CACHE) / f"models--{name.replace('/', '--')}"
         raise UserError(
-            f"--text-encoder {name}: cannot load it from the hub ({str(e).splitlines()[0]}); "
-            "pass a local folder made with save_pretrained"
+            f"--text-encoder {name}: not a folder, and not in the local Hugging Face cache "
+            f"(looked for {where}: {str(e).splitlines()[0]}); extraction never downloads: pass "
+            "a local folder made with save_pretrained (--text-encoder /path/to/model), or "
+            f"fetch it once with `huggingface-cli download {name}`"
         ) from None
 
 
