@@ -4,18 +4,20 @@ Reads/writes one `.pt` file. Every checkpoint the stages write (the projection h
 diffusion head, the co-attention head) carries `format` (what it is), `version` and `config`
 (its stage's settings as a dict) beside its tensors; this module owns what they share: the
 atomic write, the refusals of a missing, unreadable, foreign or newer file, the config read back
-into its dataclass, and the file hash that provenance records.
+into its dataclass (unknown settings refused, missing ones warned about, by name), and the file
+hash that provenance records.
 """
 
 import hashlib
 import os
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
 
 from .atomic import atomic_path
 from .errors import UserError
+from .progress import warn
 
 
 def write_checkpoint(path: str | os.PathLike, blob: dict) -> None:
@@ -67,11 +69,26 @@ def read_checkpoint(
     return blob
 
 
-def config_from(cls, values: dict):
-    """A stage's config dataclass from a checkpoint's `config` dict; keys it does not know (from
-    a newer diffatr) are ignored, missing ones take today's defaults."""
-    known = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in known})
+def config_from(cls, values: dict, path: str | os.PathLike = "checkpoint"):
+    """A stage's config dataclass from a checkpoint's `config` dict (`path` names it in messages).
+
+    Keys this diffatr does not know (a checkpoint from another version) are refused by name:
+    settings that made the weights would be silently lost. Missing keys (a checkpoint from
+    before a setting existed) take today's defaults, with a warning naming each.
+    """
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise UserError(
+            f"{path}: its config has settings this diffatr does not know ({', '.join(unknown)}); "
+            "it was made by another version of diffatr: use that version, or retrain"
+        )
+    missing = [name for name in known if name not in values]
+    if missing:
+        defaults = asdict(cls())
+        shown = ", ".join(f"{name}={defaults[name]!r}" for name in missing)
+        warn(f"{path}: its config lacks {shown}; using these defaults (made by an older diffatr?)")
+    return cls(**values)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -7,3 +7,7 @@ bug in diffatr and keeps its traceback.
 
 class UserError(Exception):
     """Bad input from the user: the message names the file or option and says what to do."""
+
+
+class ConfigError(UserError, ValueError):
+    """A setting out of its range: a user error for the CLI, a ValueError for API callers."""

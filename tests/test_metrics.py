@@ -7,6 +7,10 @@ chunking down to one row at a time, float16-rounded scores and cosine scores. A 
 hand-computed golden cases check the oracle itself.
 """
 
+import json
+import math
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -20,7 +24,14 @@ from retrieval_oracle import (
 )
 
 from diffatr.errors import UserError
-from diffatr.evaluate import CosineScores, DenseScores, a2t_ranks, paper_protocol, t2a_ranks
+from diffatr.evaluate import (
+    CosineScores,
+    DenseScores,
+    a2t_ranks,
+    paper_protocol,
+    t2a_ranks,
+    write_json,
+)
 
 METRIC_NAMES = ("R@1", "R@5", "R@10", "mAP@10", "medR", "meanR")
 ALL_KEYS = {f"{d}_{m}" for d in ("t2a", "a2t") for m in METRIC_NAMES}
@@ -422,3 +433,23 @@ def test_huge_finite_scores_are_not_mistaken_for_nan():
     S[np.arange(4), [0, 1, 2, 0]] = 3.3e38
     got = paper_protocol(DenseScores(torch.from_numpy(S)), torch.tensor([0, 1, 2, 0]))
     assert got["t2a_R@1"] == 100.0
+
+
+@pytest.mark.parametrize(
+    "payload, where",
+    [
+        ({"metrics": {"t2a_R@1": float("nan")}}, "metrics.t2a_R@1"),
+        (
+            {"cosine": {"metrics": {"t2a_R@1": 1.0}}, "head": {"metrics": {"a2t_R@5": math.inf}}},
+            "head.metrics.a2t_R@5",
+        ),
+        ({"runs": [{"x": 1.0}, {"x": float("nan")}]}, "runs.1.x"),
+    ],
+)
+def test_write_json_refuses_nan_anywhere_and_writes_nothing(tmp_path, payload, where):
+    out = tmp_path / "r.json"
+    with pytest.raises(ValueError, match=rf"^{re.escape(where)} is"):
+        write_json(out, payload)
+    assert not out.exists()
+    write_json(out, {"cosine": {"metrics": {"t2a_R@1": 1.0}, "n": [1, 2]}})
+    assert json.loads(out.read_text())["cosine"]["n"] == [1, 2]

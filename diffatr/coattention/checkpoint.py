@@ -55,7 +55,7 @@ def load_coattention(path: str | os.PathLike, device: torch.device | str = "cpu"
     """Read a checkpoint written by `save_coattention`, refusing anything else clearly."""
     blob = read_checkpoint(path, FORMAT, VERSION, "co-attention", "diffatr train-coattention")
     try:
-        cfg = config_from(CoAttentionConfig, blob["config"])
+        cfg = config_from(CoAttentionConfig, blob["config"], path)
         model = CoAttentionHead(int(blob["dims"]["frames"]), int(blob["dims"]["tokens"]), cfg)
         model.load_state_dict(blob["state_dict"])
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:

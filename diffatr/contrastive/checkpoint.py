@@ -58,7 +58,7 @@ def load_projection(path: str | os.PathLike, device: torch.device | str = "cpu")
     """Read a checkpoint written by `save_projection`, refusing anything else clearly."""
     blob = read_checkpoint(path, FORMAT, VERSION, "projection", "diffatr train-contrastive")
     try:
-        cfg = config_from(ContrastiveConfig, blob["config"])
+        cfg = config_from(ContrastiveConfig, blob["config"], path)
         heads = ProjectionHeads(int(blob["audio_dim"]), int(blob["text_dim"]), cfg.joint_dim)
         heads.load_state_dict(blob["state_dict"])
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:

@@ -62,7 +62,7 @@ def load_head(path: str | os.PathLike, device: torch.device | str = "cpu") -> He
     """Read a checkpoint written by `save_head`, refusing anything else with a clear message."""
     blob = read_checkpoint(path, FORMAT, VERSION, "diffusion-head", "diffatr train-head")
     try:
-        cfg = config_from(HeadConfig, blob["config"])
+        cfg = config_from(HeadConfig, blob["config"], path)
         dim = int(blob["dim"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UserError(f"{path}: damaged head checkpoint (config or dim: {exc!s:.80})") from None

@@ -6,6 +6,7 @@ made. Defaults are the faithful ones of method.md (DiffusionRet's optimiser, K =
 
 from dataclasses import dataclass
 
+from ..errors import ConfigError
 from .schedule import SCHEDULES
 
 MODES = ("fusion", "gen")
@@ -31,9 +32,21 @@ class HeadConfig:
 
     def check(self) -> None:
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, not {self.schedule!r}")
+            raise ConfigError(f"schedule must be one of {SCHEDULES}, not {self.schedule!r}")
         if self.K < 1 or self.epochs < 1 or self.batch_size < 2:
-            raise ValueError("K and epochs must be >= 1 and the batch size >= 2")
+            raise ConfigError("K and epochs must be >= 1 and the batch size >= 2")
+        if not self.lr >= 0:  # 0 trains nothing: the frozen baseline of a test
+            raise ConfigError(f"the learning rate must be >= 0, got {self.lr}")
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"the EMA decay must be in [0, 1), got {self.ema}")
+        if not 0 <= self.warmup <= 1:
+            raise ConfigError(f"warm-up is a fraction of all steps, in [0, 1], got {self.warmup}")
+        if not self.weight_decay >= 0:
+            raise ConfigError(f"the weight decay must be >= 0, got {self.weight_decay}")
+        if not self.grad_clip > 0:
+            raise ConfigError(f"the gradient clip norm must be positive, got {self.grad_clip}")
+        if not self.logit_scale > 0:
+            raise ConfigError(f"logit_scale must be positive, got {self.logit_scale}")
 
 
 @dataclass(frozen=True)
@@ -50,8 +63,14 @@ class RerankConfig:
 
     def check(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
+            raise ConfigError(f"mode must be one of {MODES}, not {self.mode!r}")
         if self.topk is not None and self.topk < 1:
-            raise ValueError(f"top-k must be at least 1 (or all), got {self.topk}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
+            raise ConfigError(f"top-k must be at least 1 (or all), got {self.topk}")
+        if not self.alpha >= 0:
+            raise ConfigError(f"alpha must be >= 0 (so the top-k stays on top), got {self.alpha}")
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be positive, got {self.temperature}")
+        if not self.eta >= 0:
+            raise ConfigError(f"DDIM eta must be >= 0, got {self.eta}")
+        if self.query_block < 1:
+            raise ConfigError(f"query_block must be at least 1, got {self.query_block}")

@@ -35,11 +35,26 @@ def format_table(rows: dict[str, dict[str, float]], protocol: str) -> str:
     return "\n".join(lines)
 
 
+def _first_non_finite(value, where: str = "") -> tuple[str, float] | None:
+    """(key path, value) of the first NaN/Inf float anywhere in a JSON-like value, else None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (where, value)
+    if not isinstance(value, (dict, list, tuple)):
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        found = _first_non_finite(item, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
 def write_json(path: str | os.PathLike, payload: dict) -> None:
-    """Write `payload` as indented JSON; NaN is refused rather than written as invalid JSON."""
-    for key, value in payload.get("metrics", {}).items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"metric {key} is {value}")
+    """Write `payload` as indented JSON; NaN/Inf anywhere (one system's result or a dict of
+    them) is refused rather than written as invalid JSON."""
+    found = _first_non_finite(payload)
+    if found:
+        raise ValueError(f"{found[0]} is {found[1]}")
     with atomic_open(path, "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=2, sort_keys=False)
         f.write("\n")

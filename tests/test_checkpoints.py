@@ -1,0 +1,42 @@
+"""diffatr/checkpoints.py reading a checkpoint's config back: settings this diffatr does not know
+are refused by name, missing ones are warned about by name and take today's defaults."""
+
+import pytest
+import torch
+from rerank_oracle import random_head
+
+from diffatr.diffusion_head import HeadConfig, load_head
+from diffatr.diffusion_head.checkpoint import save_head
+from diffatr.errors import UserError
+
+
+@pytest.fixture
+def saved(tmp_path):
+    path = tmp_path / "head.pt"
+    save_head(path, random_head(8, 4, lr=3e-4))
+    return path
+
+
+def rewrite(path, edit) -> None:
+    blob = torch.load(path, weights_only=True)
+    edit(blob["config"])
+    torch.save(blob, path)
+
+
+def test_round_trip_is_silent(saved, capsys) -> None:
+    assert load_head(saved).config == HeadConfig(K=4, lr=3e-4)
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_unknown_settings_are_refused_by_name(saved) -> None:
+    rewrite(saved, lambda cfg: cfg.update(dropout=0.1, heads=4))
+    with pytest.raises(UserError, match=rf"{saved}: .*does not know \(dropout, heads\)"):
+        load_head(saved)
+
+
+def test_missing_settings_are_warned_about_by_name(saved, capsys) -> None:
+    rewrite(saved, lambda cfg: [cfg.pop("ema"), cfg.pop("warmup")])
+    cfg = load_head(saved).config
+    assert (cfg.ema, cfg.warmup, cfg.lr, cfg.K) == (0.99, 0.1, 3e-4, 4)
+    err = capsys.readouterr().err
+    assert f"warning: {saved}: its config lacks warmup=0.1, ema=0.99" in err
