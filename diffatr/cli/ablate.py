@@ -104,6 +104,14 @@ def _seeds(text: str) -> tuple[int, ...]:
     show_default=True,
     help="paper: both directions (Mei et al.); dcase: text-to-audio (Task 6b).",
 )
+@click.option(
+    "--figure-query",
+    default="first-improved",
+    show_default=True,
+    help="The caption the strategy table's diffusion figure draws: first-improved (the first "
+    "the head moves to rank 1, a chosen success), first (the first whose clip is in its "
+    "top-k), or a caption row number. The figure says which.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1.")
 @click.option("--no-compile", is_flag=True, help="Train and sample without torch.compile (eager).")
 def ablate(tables, data, out, seeds, epochs, batch_size, K, topk, contrastive_epochs, **flags):
@@ -126,6 +134,7 @@ def ablate(tables, data, out, seeds, epochs, batch_size, K, topk, contrastive_ep
 
     from ..coattention import CoAttentionConfig
     from ..experiments.config import AblationConfig, Dataset
+    from ..experiments.figures import parse_figure_query
     from ..experiments.runner import Ablation
 
     base = AblationConfig()
@@ -150,6 +159,7 @@ def ablate(tables, data, out, seeds, epochs, batch_size, K, topk, contrastive_ep
         baselines=() if flags["no_baselines"] else base.baselines,
         coattention=coattention,
         protocol=flags["protocol"],
+        figure_query=parse_figure_query(flags["figure_query"]),
         device=flags["device"],
     )
     names = list(TABLE_NAMES) if "all" in tables else list(dict.fromkeys(tables))

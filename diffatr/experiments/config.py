@@ -45,4 +45,6 @@ class AblationConfig:
     coattention: CoAttentionConfig | None = None  # also the co-attention head's row (its
     #   frames and tokens must be in the caches; `diffatr project` carries them through)
     protocol: str = "paper"  # "paper" (both directions) or "dcase" (t2a + jackknife CI)
+    figure_query: str | int = "first-improved"  # Figure 3's query: the first the head moves
+    #   to rank 1 (a chosen success, said on the figure), "first", or a caption row
     device: str = "auto"  # "auto" = CUDA when present, else CPU

@@ -2,7 +2,8 @@
 one query (the paper's Figure 3).
 
 Reads: the records of a table (their curves), a trained head and the test cache. Writes two PNG
-files (`diffatr.evaluate.plots`), atomically.
+files (`diffatr.evaluate.plots`), atomically. The diffusion figure says how its query was
+chosen (`--figure-query`: the first the head moves to rank 1, the first, or a given row).
 """
 
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 
 from ..diffusion_head import Head
 from ..diffusion_head.trajectory import cosine_topk, diffusion_trajectory
+from ..errors import UserError
 from ..evaluate.plots import plot_diffusion_process, plot_recall_curves
 from .measure import CURVE_KS
 
@@ -26,45 +28,108 @@ def recall_figure(records: list[dict], path: Path, title: str) -> Path | None:
     return plot_recall_curves(curves, CURVE_KS, path, title)
 
 
-def diffusion_figure(head: Head, text, audio, audio_index, topk: int, seed: int, path: Path):
-    """Figure 3 for one caption query over its cosine top-k clips.
+FIGURE_QUERIES = ("first-improved", "first")  # or a caption row number
 
-    The query drawn is the first caption (of the first SEARCHED_QUERIES) whose clip is in its
-    cosine top-k but not first there, and that the head ends up putting first; failing that, the
-    first whose clip is in its top-k at all. Panels: at evenly spaced DDIM steps, from the first
-    (x_K pure noise) to the last, the head's estimate as the distribution it was trained to
-    match, softmax(logit_scale * x0_hat) (L_G = CE(logit_scale * x0_hat, positive)).
+
+def parse_figure_query(text: str) -> str | int:
+    """`first-improved`, `first` or a caption row (>= 0), as --figure-query takes it."""
+    if text in FIGURE_QUERIES:
+        return text
+    if text.isdigit():
+        return int(text)
+    raise UserError(f"--figure-query {text}: choose first-improved, first or a caption row number")
+
+
+def choose_query(head: Head, text, audio, audio_index, topk: int, seed: int, how: str | int):
+    """(row, its cosine top-k, position of its clip there or None, DDIM steps, x0_hats (n, k),
+    how it was chosen in words) for the Figure-3 query picked by `how`:
+
+    first-improved  the first caption (of the first SEARCHED_QUERIES) whose clip is in its
+                    cosine top-k but not first there, and that the head puts first: a chosen
+                    success, said so on the figure; failing that, as `first`
+    first           the first caption whose clip is in its cosine top-k
+    int             that caption row, whatever the head does with it
     """
-    chosen = None
-    for row in range(min(SEARCHED_QUERIES, len(text))):
+    if isinstance(how, int):
+        if not 0 <= how < len(text):
+            raise UserError(f"--figure-query {how}: the test split has captions 0..{len(text) - 1}")
+        rows, words = [how], f"caption {how}, as asked (--figure-query)"
+    elif how in FIGURE_QUERIES:
+        rows = range(min(SEARCHED_QUERIES, len(text)))
+        words = "the first caption whose clip is in its cosine top-k"
+    else:
+        raise ValueError(f"how must be one of {FIGURE_QUERIES} or a row, not {how!r}")
+    first = None
+    for row in rows:
         clip = int(audio_index[row])
-        if clip < 0:
-            continue
         top = cosine_topk(text[row], audio, topk)
-        hits = (top == clip).nonzero()
-        if not len(hits):
+        hits = (top == clip).nonzero() if clip >= 0 else []
+        if not len(hits) and not isinstance(how, int):
             continue
-        true = int(hits[0, 0])
+        true = int(hits[0, 0]) if len(hits) else None
         steps, x0_hats, _ = diffusion_trajectory(head, text[row], audio[top], "t2a", row, seed)
         found = (row, true, steps, x0_hats)
-        chosen = chosen or found
-        if true > 0 and int(x0_hats[-1].argmax()) == true:
-            chosen = found
+        first = first or found
+        if how != "first-improved":
             break
+        if true and _ranked_first(x0_hats[-1], top, true):
+            words = (
+                f"chosen: the first caption (of the first {SEARCHED_QUERIES}) whose clip the "
+                "head moves up to rank 1, a success rather than a typical query"
+            )
+            return (*found, words)
+    if first is None:
+        return None
+    if how == "first-improved":
+        words = "none of the first captions was moved to rank 1; " + words
+    return (*first, words)
+
+
+def _ranked_first(x0_hat: torch.Tensor, top: torch.Tensor, true: int) -> bool:
+    """Whether re-ranking by x0_hat (k,) puts candidate `true` first: highest, and among equal
+    estimates the lowest gallery index (the ranking's tie rule; clamped estimates tie)."""
+    best = x0_hat == x0_hat.max()
+    return bool(best[true]) and int(top[true]) == int(top[best].min())
+
+
+def step_labels(steps: list[int], shown: list[int]) -> list[str]:
+    """Panel titles in the order the steps run: "step 1 of 50 (k = 49)" ... "(k = 0, final)"."""
+    labels = [f"step {i + 1} of {len(steps)} (k = {steps[i]})" for i in shown]
+    if shown and shown[-1] == len(steps) - 1:
+        labels[-1] = labels[-1][:-1] + ", final)"
+    return labels
+
+
+def diffusion_figure(
+    head: Head,
+    text,
+    audio,
+    audio_index,
+    topk: int,
+    seed: int,
+    path: Path,
+    how: str | int = "first-improved",
+):
+    """Figure 3 for one caption query over its cosine top-k clips, the query chosen by `how`
+    (`choose_query`; the figure says how).
+
+    Panels: at evenly spaced DDIM steps, in the order they run, from the first (x_K pure noise)
+    to the last, the head's estimate as the distribution it was trained to match,
+    softmax(logit_scale * x0_hat) (L_G = CE(logit_scale * x0_hat, positive)).
+    """
+    chosen = choose_query(head, text, audio, audio_index, topk, seed, how)
     if chosen is None:
         return None
-    row, true, steps, x0_hats = chosen
+    row, true, steps, x0_hats, words = chosen
     last = len(steps) - 1
     shown = sorted({round(i * last / (SHOWN_STEPS - 1)) for i in range(SHOWN_STEPS)})
     scale = head.config.logit_scale
     probs = torch.stack([torch.softmax(scale * x0_hats[i], dim=0) for i in shown])  # (n, k)
-    labels = [f"step {steps[i] + 1} of {len(steps)}" for i in shown]
-    labels[-1] += " (final)"
     title = (
         f"the diffusion process of caption {row} over its cosine top-{len(x0_hats[-1])}: "
-        f"softmax({scale:g} * x0_hat) at each step"
+        f"softmax({scale:g} * x0_hat) at each step\n{words}"
     )
-    return plot_diffusion_process(probs.numpy(), labels, true, path, title)
+    return plot_diffusion_process(probs.numpy(), step_labels(steps, shown), true, path, title)
 
 
 def _name(record: dict) -> str:

@@ -104,6 +104,7 @@ class Ablation:
                 self.cfg.rerank.topk or 32,
                 seed,
                 folder / f"diffusion_process_{target.name}.png",
+                self.cfg.figure_query,
             )
         )
         return [p for p in paths if p is not None]
