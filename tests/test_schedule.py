@@ -7,7 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
-from diffusion_oracle import naive_alphabar, naive_cosine_betas, naive_linear_betas, naive_q_sample
+from diffusion_oracle import (
+    naive_alphabar,
+    naive_cosine_betas,
+    naive_denoiser,
+    naive_linear_betas,
+    naive_q_sample,
+    random_model,
+)
 
 from diffatr.diffusion_head import (
     alphas_cumprod,
@@ -16,6 +23,8 @@ from diffatr.diffusion_head import (
     make_betas,
     q_sample,
 )
+from diffatr.diffusion_head.config import HeadConfig
+from diffatr.diffusion_head.trainer import direction_loss
 
 
 @pytest.mark.parametrize("K", [10, 50, 100, 200])
@@ -123,13 +132,21 @@ def naive_kl_onehot(scores: torch.Tensor, pos: torch.Tensor) -> float:
     return total / len(scores)
 
 
-def test_ce_on_100_x0_hat_equals_kl_from_the_onehot() -> None:
+def test_direction_loss_is_the_kl_from_the_onehot_over_the_naive_denoiser() -> None:
+    """trainer.direction_loss (the naive path's L_G) against method.md written out: x_k by
+    naive_q_sample from x0 = I_B, x0_hat by naive_denoiser, then
+    mean_b KL(onehot(b) || softmax(logit_scale * x0_hat_b))."""
+    B, D, K = 4, 8, 50
+    m = random_model(D, seed=3)
     g = torch.Generator().manual_seed(1)
-    x0_hat = torch.randn(5, 9, generator=g, dtype=torch.float64) * 0.1
-    pos = torch.randint(0, 9, (5,), generator=g)
-    ce = F.cross_entropy(100 * x0_hat, pos)
-    assert float(ce) == pytest.approx(naive_kl_onehot(100 * x0_hat, pos), rel=1e-10)
-    kl = F.kl_div(
-        F.log_softmax(100 * x0_hat, -1), F.one_hot(pos, 9).double(), reduction="batchmean"
-    )
-    assert float(ce) == pytest.approx(float(kl), rel=1e-10)
+    query = torch.randn(B, D, generator=g, dtype=torch.float64)
+    cand = torch.randn(B, D, generator=g, dtype=torch.float64)
+    k = torch.randint(0, K, (B,), generator=g)
+    eps = torch.randn(B, B, generator=g, dtype=torch.float64)
+    abar = alphas_cumprod(cosine_betas(K)).double()
+    for scale in (100.0, 7.0):
+        got = direction_loss(m, query, cand, k, eps, abar, HeadConfig(K=K, logit_scale=scale))
+        x_k = torch.tensor(naive_q_sample(torch.eye(B), k, abar, eps), dtype=torch.float64)
+        x0_hat = naive_denoiser(m.state_dict(), x_k, k, query, cand)
+        want = naive_kl_onehot(scale * x0_hat, torch.arange(B))
+        assert float(got) == pytest.approx(want, rel=1e-6)  # x0 = I_B is float32 there
