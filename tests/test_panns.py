@@ -382,3 +382,27 @@ def test_resnet38_checkpoint_loads_strict_and_features_match_its_forward(tmp_pat
     np.testing.assert_allclose(ours["pre_fc1"], seen["z"].numpy(), rtol=1e-5, atol=1e-6 * scale)
     np.testing.assert_allclose(ours["embedding"], ref["embedding"].numpy(), rtol=1e-5, atol=1e-6)
     assert ours["frames"].shape == (2, enc.n_frames(waves.shape[1]), 2048)
+
+
+def test_random_weights_checkpoint_is_seeded_and_said_loudly(capsys, monkeypatch):
+    """--audio-checkpoint random:SEED: the network as build_model makes it under that seed, no
+    file read, the global RNG untouched, a warning, and RANDOM WEIGHTS in the cache's encoder.
+    (A small stand-in network: building CNN14 twice costs seconds.)"""
+    import diffatr.extract.panns as panns
+
+    monkeypatch.setattr(panns, "build_model", lambda encoder: torch.nn.Linear(8, 8))
+    before = torch.random.get_rng_state()
+    enc = AudioEncoder(AudioEncoderConfig(checkpoint="random:3", device="cpu"))
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert "RANDOM weights" in capsys.readouterr().err
+    torch.manual_seed(3)
+    want = torch.nn.Linear(8, 8).state_dict()
+    got = enc.model.state_dict()
+    assert got.keys() == want.keys()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    prov = enc.provenance()
+    assert prov["encoder"] == "cnn14 RANDOM WEIGHTS (seed 3)" and prov["random_weights_seed"] == 3
+    assert prov["checkpoint_sha256"] == ""
+    for bad in ("random:", "random:x", "random:-1"):
+        with pytest.raises(UserError, match="random weights take random:SEED"):
+            AudioEncoder(AudioEncoderConfig(checkpoint=bad, device="cpu"))

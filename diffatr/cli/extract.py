@@ -36,7 +36,8 @@ from .options import CACHE
     "--audio-checkpoint",
     type=click.Path(dir_okay=False),
     default="",
-    help="The PANNs checkpoint (e.g. Cnn14_mAP=0.431.pth); required for audio, never downloaded.",
+    help="The PANNs checkpoint (e.g. Cnn14_mAP=0.431.pth); required for audio, never downloaded. "
+    "random:SEED: random weights (a smoke test without the file; the cache says so).",
 )
 @click.option(
     "--audio-feature",

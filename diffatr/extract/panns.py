@@ -1,7 +1,9 @@
 """Frozen PANNs audio encoders (CNN14, ResNet38): 32 kHz waveforms -> clip and frame features.
 
 Reads: the PANNs checkpoint the user names (`{"model": state_dict}`, e.g. `Cnn14_mAP=0.431.pth`
-or `ResNet38_mAP=0.434.pth`); read only, never modified, never downloaded.
+or `ResNet38_mAP=0.434.pth`); read only, never modified, never downloaded. `random:SEED`
+instead builds the network with random weights from SEED (a smoke test of extraction without a
+released file), said in a warning and recorded in the cache's encoder name.
 Writes: nothing; `AudioEncoder.provenance()` describes the features for the cache's attributes.
 
 Notation: B clips, L samples at 32 kHz, T = L // 320 + 1 mel frames, F = 64 mel bins,
@@ -41,6 +43,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from ..checkpoints import file_sha256
 from ..device import resolve_device
 from ..errors import UserError
+from ..progress import warn
 from .audio_io import SAMPLE_RATE
 from .resnet38 import ResNet38
 
@@ -65,13 +68,14 @@ MIN_SECONDS = 1.0
 MIN_SAMPLES = int(MIN_SECONDS * SAMPLE_RATE)  # 32000 samples -> T = 101, T' = 3
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _PANNS_ALIAS = "_diffatr_panns_inference"  # private module name for panns_inference's files
+RANDOM_CHECKPOINT = "random:"  # --audio-checkpoint random:SEED: random weights, no file
 _TELLTALE_KEYS = {"cnn14": "conv_block6.conv1.weight", "resnet38": "resnet.layer1.0.conv1.weight"}
 
 
 @dataclass(frozen=True)
 class AudioEncoderConfig:
     encoder: str = "cnn14"  # "cnn14" (panns_inference's Cnn14) or "resnet38" (resnet38.py)
-    checkpoint: str = ""  # path to the PANNs .pth; required, nothing is ever downloaded
+    checkpoint: str = ""  # path to the PANNs .pth (required, never downloaded), or random:SEED
     feature: str = "pre_fc1"  # "pre_fc1" (input of fc1, Mei et al.) or "embedding" (relu(fc1))
     frames: bool = False  # also return frame features (T', 2048) per clip
     precision: str = "fp32"  # "fp32", "bf16" (autocast, CPU or CUDA) or "fp16" (CUDA only)
@@ -163,6 +167,16 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def random_weights_seed(checkpoint: str) -> int | None:
+    """SEED of a `random:SEED` checkpoint (random weights, for smoke tests), else None."""
+    if not checkpoint.startswith(RANDOM_CHECKPOINT):
+        return None
+    seed = checkpoint.removeprefix(RANDOM_CHECKPOINT)
+    if not seed.isdigit():
+        raise UserError(f"--audio-checkpoint {checkpoint}: random weights take random:SEED")
+    return int(seed)
+
+
 def guess_encoder(state: dict) -> str | None:
     """Which of AUDIO_ENCODERS a state dict belongs to, from one key only that one has."""
     return next((name for name, key in _TELLTALE_KEYS.items() if key in state), None)
@@ -247,19 +261,20 @@ class AudioEncoder:
             and not torch.cuda.is_bf16_supported()
         ):
             raise UserError("--precision bf16: this GPU has no bfloat16 support; use fp16")
-        state = read_checkpoint(cfg.checkpoint)
-        guess = guess_encoder(state)
-        if guess not in (None, cfg.encoder):  # say so before building an 80M-parameter model
-            raise UserError(
-                f"{cfg.checkpoint}: a {guess} checkpoint, not {cfg.encoder}: "
-                f"use --audio-encoder {guess}"
+        self.random_seed = random_weights_seed(cfg.checkpoint)
+        if self.random_seed is None:
+            model = self._trained_model(cfg)
+            self.checkpoint_sha256 = file_sha256(cfg.checkpoint)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.random_seed)
+                model = build_model(cfg.encoder)
+            model.eval().requires_grad_(False)
+            self.checkpoint_sha256 = ""
+            warn(
+                f"--audio-checkpoint {cfg.checkpoint}: {cfg.encoder} with RANDOM weights, a "
+                "smoke test of the pipeline; its features mean nothing (the cache records it)"
             )
-        head = state.get("fc_audioset.weight")
-        classes = head.shape[0] if head is not None and head.ndim == 2 else CLASSES_NUM
-        model = build_model(cfg.encoder, classes)
-        check_state_dict(model, state, cfg.checkpoint, cfg.encoder)
-        model.load_state_dict(state, strict=True)
-        model.eval().requires_grad_(False)
         self.memory_format = torch.contiguous_format
         if cfg.precision != "fp32":
             # fp32 runs the original ops unchanged. Reduced precision gets the fast form:
@@ -272,11 +287,27 @@ class AudioEncoder:
                     module.to(_AUTOCAST_DTYPES[cfg.precision])
             self.memory_format = torch.channels_last
         self.model = model.to(self.device).to(memory_format=self.memory_format)
-        self.checkpoint_sha256 = file_sha256(cfg.checkpoint)
         self.sample_rate = SAMPLE_RATE
         self.dim = FEATURE_DIM
         self.frame_dim = FEATURE_DIM
         self.prepare = ClipPadder(MIN_SAMPLES)
+
+    @staticmethod
+    def _trained_model(cfg: AudioEncoderConfig) -> nn.Module:
+        """The network with the weights of the checkpoint file, checked against its kind."""
+        state = read_checkpoint(cfg.checkpoint)
+        guess = guess_encoder(state)
+        if guess not in (None, cfg.encoder):  # say so before building an 80M-parameter model
+            raise UserError(
+                f"{cfg.checkpoint}: a {guess} checkpoint, not {cfg.encoder}: "
+                f"use --audio-encoder {guess}"
+            )
+        head = state.get("fc_audioset.weight")
+        classes = head.shape[0] if head is not None and head.ndim == 2 else CLASSES_NUM
+        model = build_model(cfg.encoder, classes)
+        check_state_dict(model, state, cfg.checkpoint, cfg.encoder)
+        model.load_state_dict(state, strict=True)
+        return model.eval().requires_grad_(False)
 
     def n_frames(self, num_samples: int) -> int:
         """T' for a clip of `num_samples` samples (after `prepare`)."""
@@ -332,10 +363,14 @@ class AudioEncoder:
             "frame_seconds": TIME_POOLING * MEL_SETTINGS["hop_size"] / SAMPLE_RATE,
             "reduced_precision_scope": "conv trunk, BN folded (log-mel, pooling, fc1 float32)",
         }
-        return {
+        prov = {
             "encoder": self.cfg.encoder,
             "feature_kind": self.cfg.feature,
             "settings": settings,
             "checkpoint_sha256": self.checkpoint_sha256,
             "sample_rate": SAMPLE_RATE,
         }
+        if self.random_seed is not None:  # loud wherever the encoder is shown (cache info)
+            prov["encoder"] = f"{self.cfg.encoder} RANDOM WEIGHTS (seed {self.random_seed})"
+            prov["random_weights_seed"] = self.random_seed
+        return prov
