@@ -1,13 +1,133 @@
 """What long jobs tell the user while they run: progress and one-line warnings, on stderr.
 
-Reads and writes nothing but stderr.
+Reads nothing; writes stderr only. `Progress` is the one progress display of every long loop
+(extraction, both trainings, ranking): a tqdm bar when stderr is a terminal, and otherwise
+(a job scheduler, `nohup`, CI, a pipe) plain lines a log keeps, at a steady pace:
+
+    epoch 2/5: 1200/3125 batch (38%), 41.3 batch/s, 47s left, loss 2.1034
+    epoch 2/5: 3125/3125 batch in 1m16s, 41.1 batch/s, loss 2.0170
+
+one at most every `every` seconds (30) while the loop runs, and one when it ends (for loops that
+`leave` a summary, e.g. each training epoch, or any loop that ran long enough to print).
 """
 
 import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 from tqdm import tqdm
+
+EVERY_SECONDS = 30.0  # plain progress lines: at most one per this many seconds
 
 
 def warn(message: str) -> None:
     """One `warning: ...` line on stderr that does not break a progress bar."""
     tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
+def duration(seconds: float) -> str:
+    """42s, 3m05s, 2h07m."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+class Progress:
+    """Progress of one loop, with the part of tqdm's interface the project uses:
+    `Progress(iterable, total=, desc=, unit=, disable=, leave=)`, iteration, `update(n)`,
+    `set_postfix(**values)`, `close()` and use as a context manager.
+
+    `disable` silences it; otherwise a tty `file` (default stderr) gets a tqdm bar and anything
+    else plain lines (module docstring). `clock` is for tests.
+    """
+
+    def __init__(
+        self,
+        iterable: Iterable | None = None,
+        total: int | None = None,
+        desc: str = "",
+        unit: str = "it",
+        disable: bool = False,
+        leave: bool = True,
+        every: float = EVERY_SECONDS,
+        file=None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.file = file if file is not None else sys.stderr
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
+        self.leave, self.every, self.clock = leave, every, clock
+        tty = not disable and _isatty(self.file)
+        self.plain = not disable and not tty
+        self.bar = tqdm(
+            total=total,
+            desc=desc,
+            unit=unit,
+            disable=not tty,
+            leave=leave,
+            file=self.file,
+            dynamic_ncols=True,
+        )
+        self.n, self.postfix, self.printed, self.closed = 0, "", False, False
+        self.start = self.last = clock()
+
+    def __iter__(self) -> Iterator:
+        try:
+            for item in self.iterable:
+                yield item
+                self.update(1)
+        finally:
+            self.close()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        self.bar.update(n)
+        if self.plain and self.clock() - self.last >= self.every:
+            self._line(final=False)
+
+    def set_postfix(self, **values) -> None:
+        self.bar.set_postfix(**values)
+        self.postfix = "".join(f", {k} {v}" for k, v in values.items())
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.bar.close()
+        if self.plain and (self.leave or self.printed):
+            self._line(final=True)
+
+    def _line(self, final: bool) -> None:
+        now = self.clock()
+        self.last, self.printed = now, True
+        elapsed = now - self.start
+        rate = self.n / elapsed if elapsed > 0 else 0.0
+        head = f"{self.desc}: " if self.desc else ""
+        done = f"{self.n}/{self.total}" if self.total is not None else f"{self.n}"
+        if final:
+            text = f"{head}{done} {self.unit} in {duration(elapsed)}, {rate:.3g} {self.unit}/s"
+        else:
+            text = f"{head}{done} {self.unit}"
+            if self.total:
+                text += f" ({100 * self.n // self.total}%)"
+            text += f", {rate:.3g} {self.unit}/s"
+            if self.total and rate > 0:
+                text += f", {duration((self.total - self.n) / rate)} left"
+        print(text + self.postfix, file=self.file, flush=True)
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or fake stream
+        return False

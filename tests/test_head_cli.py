@@ -3,6 +3,7 @@ refusals of a head that does not fit (one `Error:` line, exit status 1, no trace
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -59,6 +60,8 @@ def assert_one_error_line(result, *fragments: str) -> None:
 def test_train_head_writes_a_checkpoint_with_the_options(files) -> None:
     out = files["train_output"]
     assert "epoch 1: loss" in out and f"wrote {files['ckpt']}" in out
+    # stderr is not a terminal here (a log): each epoch still ends with a plain progress line
+    assert re.search(r"^epoch 1/1: (\d+)/\1 batch in \d+s, [\d.e+]+ batch/s, loss ", out, re.M)
     head = load_head(files["ckpt"])
     assert head.config.K == 10 and head.config.batch_size == 8 and head.config.seed == 3
     assert head.config.epochs == 1 and head.dim == D

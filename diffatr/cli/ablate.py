@@ -1,7 +1,5 @@
 """`diffatr ablate`: the paper's tables and the missing ablations, each one command over caches."""
 
-import sys
-
 import click
 
 from ..experiments import TABLE_NAMES
@@ -165,6 +163,6 @@ def ablate(tables, data, out, seeds, epochs, batch_size, K, topk, contrastive_ep
     names = list(TABLE_NAMES) if "all" in tables else list(dict.fromkeys(tables))
     if "all" in tables and len(data) < 2:
         names.remove("ood")  # needs two datasets
-    runner = Ablation(out, cfg, echo=click.echo, progress=sys.stderr.isatty())
+    runner = Ablation(out, cfg, echo=click.echo, progress=True)
     runner.run(names, [Dataset.parse(d) for d in data])
     click.echo(f"{len(runner.ran)} run(s) done, {len(runner.reused)} found complete and reused")

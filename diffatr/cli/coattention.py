@@ -1,8 +1,6 @@
 """`diffatr train-coattention`: the co-attention head (Sun et al. 2024) on cached frames and
 tokens; and `evaluate_coattention`, the co-attention branch of `diffatr evaluate --head`."""
 
-import sys
-
 import click
 
 from . import main
@@ -126,7 +124,7 @@ def train_coattention_command(train_cache, val_cache, out, **settings):
     from ..coattention.train import train_coattention
 
     cfg = CoAttentionConfig(**settings)
-    head = train_coattention(train_cache, val_cache, out, cfg, sys.stderr.isatty(), click.echo)
+    head = train_coattention(train_cache, val_cache, out, cfg, True, click.echo)
     m = head.meta["val_metrics"]
     click.echo(
         f"wrote {out} (epoch {head.meta['epoch']}: val t2a R@1 {m['t2a_R@1']:.1f}, "

@@ -1,8 +1,6 @@
 """`diffatr train-contrastive` and `diffatr project`: phase 1 on backbone-feature caches, and
 `diffatr cache synthetic-backbone`, a synthetic input to try them on."""
 
-import sys
-
 import click
 
 from . import main
@@ -66,7 +64,7 @@ def train_contrastive_command(train_cache, val_cache, out, keep_siblings, **sett
     from ..contrastive import ContrastiveConfig, train_contrastive
 
     cfg = ContrastiveConfig(exclude_siblings=not keep_siblings, **settings)
-    proj = train_contrastive(train_cache, val_cache, out, cfg, sys.stderr.isatty(), click.echo)
+    proj = train_contrastive(train_cache, val_cache, out, cfg, True, click.echo)
     m = proj.meta["val_metrics"]
     click.echo(
         f"wrote {out} (epoch {proj.meta['epoch']}: val t2a R@1 {m['t2a_R@1']:.1f}, "

@@ -1,7 +1,5 @@
 """`diffatr demo`: the whole pipeline on built-in synthetic data."""
 
-import sys
-
 import click
 
 from . import main
@@ -52,4 +50,4 @@ def demo(out_dir, clips, train_clips, val_clips, seed, no_compile):
     from ..demo import DemoConfig, run_demo
 
     cfg = DemoConfig(clips, train_clips, val_clips, seed, compiled=not no_compile)
-    run_demo(out_dir, cfg, echo=click.echo, progress=sys.stderr.isatty())
+    run_demo(out_dir, cfg, echo=click.echo, progress=True)

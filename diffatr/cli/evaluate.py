@@ -1,7 +1,5 @@
 """`diffatr evaluate`: retrieval metrics of a cache, by cosine or with a trained head."""
 
-import sys
-
 import click
 
 from . import main
@@ -160,7 +158,7 @@ def evaluate(
 
     chunking = {"max_elements": max_elements} if max_elements else {}
     cfg = EvalConfig(protocol=protocol, device=device, verify=not no_verify, **chunking)
-    progress = sys.stderr.isatty()
+    progress = True  # a bar on a terminal, plain lines in a log
     baseline_options = {"bank": bank, "beta": beta, "dsl_temperature": dsl_temperature}
     if baseline is not None:
         results = _evaluate_baseline(

@@ -1,7 +1,5 @@
 """`diffatr extract`: a dataset on disk through frozen encoders into a cache."""
 
-import sys
-
 import click
 
 from . import main
@@ -189,7 +187,7 @@ def extract_command(
         audio_dir,
         out,
         cfg,
-        progress=sys.stderr.isatty(),
+        progress=True,  # a bar on a terminal, plain lines in a log
         restart=restart,
         overwrite=overwrite,
     )

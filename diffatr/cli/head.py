@@ -1,7 +1,5 @@
 """`diffatr train-head`: phase 2, the diffusion head, trained on joint-space caches."""
 
-import sys
-
 import click
 
 from . import main
@@ -84,7 +82,7 @@ def train_head_command(train_cache, val_cache, out, val_topk, naive, no_compile,
 
     cfg = HeadConfig(fused=not naive, compiled=not no_compile, **settings)
     rerank = RerankConfig(topk=val_topk, compiled=not no_compile)
-    head = train_head(train_cache, val_cache, out, cfg, rerank, sys.stderr.isatty(), click.echo)
+    head = train_head(train_cache, val_cache, out, cfg, rerank, True, click.echo)
     m = head.meta["val_metrics"]
     click.echo(
         f"wrote {out} (epoch {head.meta['epoch']}: val t2a R@1 {m['t2a_R@1']:.1f}, "

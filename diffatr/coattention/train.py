@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from ..cache import Cache, CacheTensors, verify
 from ..device import flush_denormal, resolve_device
@@ -30,6 +29,7 @@ from ..errors import UserError
 from ..evaluate import paper_protocol
 from ..history import write_history
 from ..lr import warmup_cosine
+from ..progress import Progress
 from .checkpoint import CoHead, save_coattention
 from .config import CoAttentionConfig, CoRerankConfig
 from .loader import PairStream
@@ -114,7 +114,7 @@ def run_epoch(model, stream, epoch, opt, sched, cfg: CoAttentionConfig, progress
     """One pass over the stream's batches; returns the mean NT-Xent loss."""
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    bar = tqdm(
+    bar = Progress(
         stream.epoch(epoch),
         total=len(stream),
         desc=f"epoch {epoch}/{cfg.epochs}",

@@ -18,13 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from ..cache import Cache, CacheTensors, verify
 from ..device import resolve_device
 from ..errors import UserError
 from ..evaluate import CosineScores, paper_protocol
 from ..history import write_history
+from ..progress import Progress
 from .checkpoint import Projection, save_projection
 from .config import ContrastiveConfig
 from .heads import ProjectionHeads
@@ -89,7 +89,7 @@ def run_epoch(
     heads.train()
     params = list(heads.parameters())
     total = torch.zeros((), device=text.device)
-    bar = tqdm(batches, desc=desc, unit="batch", disable=not progress)
+    bar = Progress(batches, desc=desc, unit="batch", disable=not progress)
     for step, rows in enumerate(bar, 1):
         clips = clip_of[rows]  # (B,)
         t, a = heads(text[rows], audio[clips])  # (B, J) each

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..cache import CacheTensors, load_tensors, verify
 from ..device import flush_denormal, resolve_device
 from ..errors import UserError
 from ..evaluate import paper_protocol
 from ..history import write_history
+from ..progress import Progress
 from .batches import clip_unique_batches
 from .checkpoint import Head, save_head
 from .config import HeadConfig, RerankConfig
@@ -135,7 +135,7 @@ def run_epoch(
 ) -> float:
     """One pass over `batches` of caption rows; returns the mean summed (t2a + a2t) loss."""
     total, count = 0.0, 0
-    bar = tqdm(batches, desc=desc, unit="batch", disable=not progress)
+    bar = Progress(batches, desc=desc, unit="batch", disable=not progress)
     for rows in bar:
         t, a = text[rows.to(text.device)], audio[index[rows].to(audio.device)]  # (B, D) each
         total, count = total + trainer.step(t, a, g), count + 1

@@ -9,9 +9,9 @@ instead of sorting keeps the work at one comparison per (query, candidate), with
 """
 
 import torch
-from tqdm import tqdm
 
 from ..errors import UserError
+from ..progress import Progress as tqdm  # a bar on a terminal, plain lines in a log
 from .similarity import Scores
 
 # Similarity entries alive at once (4 bytes each): 16 MB blocks. Measured at 50k x 10k on 2 cores

@@ -15,13 +15,13 @@ from ..evaluate.similarity import Scores
 CURVE_KS = range(1, 101)
 
 
-def measure(scores: Scores, audio_index: torch.Tensor, protocol: str) -> dict:
+def measure(scores: Scores, audio_index: torch.Tensor, protocol: str, progress=False) -> dict:
     """{"metrics": the protocol's metrics (percent), "curves": {"t2a", "a2t"}: R@1..R@100}."""
     if protocol == "dcase":
-        metrics, _ = dcase_protocol(scores, audio_index)
+        metrics, _ = dcase_protocol(scores, audio_index, progress=progress)
         return {"metrics": metrics}
-    t2a, _ = t2a_ranks(scores, audio_index)
-    a2t = a2t_ranks(scores, audio_index)
+    t2a, _ = t2a_ranks(scores, audio_index, progress=progress)
+    a2t = a2t_ranks(scores, audio_index, progress=progress)
     curves = recall_from_ranks(t2a, a2t, audio_index, CURVE_KS)
     return {
         "metrics": paper_from_ranks(t2a, a2t, audio_index),

@@ -253,7 +253,8 @@ class Ablation:
                 scores = baseline_scores(
                     row.system, test.text, test.audio, bcfg, bank.text, bank.audio, self.device
                 )
-            return measure(scores, test.audio_index.to(self.device), self.cfg.protocol)
+            index = test.audio_index.to(self.device)
+            return measure(scores, index, self.cfg.protocol, self.progress)
 
         record = self._once(folder, f"evaluate {row.system} {row.label} (seed {seed})", run)
         return {"system": row.system, "seed": seed, **record}

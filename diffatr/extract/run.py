@@ -33,6 +33,7 @@ from ..cache import CacheError
 from ..cache.merge import merge
 from ..checkpoints import file_sha256
 from ..errors import UserError
+from ..progress import Progress
 from .captions import CaptionTable, read_captions
 from .distributed import (
     Ranks,
@@ -255,12 +256,11 @@ def _encode(
             done[0], {"audio": spec.audio_provenance, "text": spec.text_provenance}
         )
     clips = job.table.clips
-    bar = tqdm(
+    bar = Progress(
         total=sum(len(chunks[k]) for k in mine),
         unit="clip",
         desc="extract",
         disable=not (job.progress and ranks.is_main),
-        dynamic_ncols=True,
     )
     if cfg.text_only:
         results = (ChunkResult(chunks[k]) for k in mine)
