@@ -26,11 +26,24 @@ def write_checkpoint(path: str | os.PathLike, blob: dict) -> None:
         torch.save(blob, tmp)
 
 
+_MADE_BY = "train-contrastive, train-head or train-coattention"
+
+
 def _load(path: Path):
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04" and magic[:1] != b"\x80":  # torch.save's zip, or a raw pickle
+        raise UserError(
+            f"{path}: not a checkpoint: not a file torch.save wrote "
+            f"(diffatr's come from {_MADE_BY})"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"{path}: not a readable diffatr checkpoint ({exc!s:.120})") from None
+        raise UserError(
+            f"{path}: a PyTorch file that cannot be read as a diffatr checkpoint "
+            f"({type(exc).__name__}: {exc!s:.120}); diffatr's come from {_MADE_BY}"
+        ) from None
 
 
 def checkpoint_format(path: str | os.PathLike) -> str | None:

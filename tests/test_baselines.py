@@ -366,12 +366,18 @@ def test_cli_refusals(files) -> None:
         assert result.exit_code == 2, result.output
         assert fragment in result.output, result.output
 
-    usage("--bank", files["train"], fragment="--bank only apply with --baseline")
-    usage("--topk", "8", "--seed", "3", fragment="--topk, --seed only apply with --head")
-    usage("--baseline", "dual-softmax", "--alpha", "2", fragment="--alpha only apply with --head")
-    usage("--baseline", "dual-softmax", "--beta", "3", fragment="--beta do not apply")
-    usage("--baseline", "qb-norm", "--dsl-temperature", "1", fragment="--dsl-temperature do not")
-    usage("--baseline", "dual-softmax", "--bank", files["train"], fragment="--bank do not apply")
+    usage("--bank", files["train"], fragment="--bank applies only with --baseline NAME")
+    usage("--topk", "8", "--seed", "3", fragment="--topk, --seed apply only with --head")
+    usage(
+        "--baseline",
+        "dual-softmax",
+        "--alpha",
+        "2",
+        fragment="--alpha applies only with --head CHECKPOINT",
+    )
+    usage("--baseline", "dual-softmax", "--beta", "3", fragment="--beta does not apply")
+    usage("--baseline", "qb-norm", "--dsl-temperature", "1", fragment="--dsl-temperature does not")
+    usage("--baseline", "dual-softmax", "--bank", files["train"], fragment="--bank does not apply")
     usage("--baseline", "dual-softmax", "--head", "h.pt", fragment="--head and --baseline")
     usage("--baseline", "dual-softmax", "--topk", "0", fragment="--topk")
     usage("--baseline", "csls", fragment="csls")

@@ -40,3 +40,14 @@ def test_missing_settings_are_warned_about_by_name(saved, capsys) -> None:
     assert (cfg.ema, cfg.warmup, cfg.lr, cfg.K) == (0.99, 0.1, 3e-4, 4)
     err = capsys.readouterr().err
     assert f"warning: {saved}: its config lacks warmup=0.1, ema=0.99" in err
+
+
+def test_unreadable_files_say_what_they_are(saved, tmp_path) -> None:
+    text = tmp_path / "notes.pt"
+    text.write_text("hello\n")
+    with pytest.raises(UserError, match=r"notes.pt: not a checkpoint: not a file torch.save wrote"):
+        load_head(text)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(saved.read_bytes()[:200])  # a torch.save zip cut short
+    with pytest.raises(UserError, match=r"cut.pt: a PyTorch file that cannot be read .*Error"):
+        load_head(cut)

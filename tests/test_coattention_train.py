@@ -139,7 +139,7 @@ def test_bad_input_is_refused_with_a_clear_message(tiny, tmp_path) -> None:
     with pytest.raises(UserError, match=r"diff.pt: not a co-attention checkpoint .*train-coatt"):
         load_coattention(tmp_path / "diff.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match=r"junk.pt: not a readable diffatr checkpoint"):
+    with pytest.raises(UserError, match=r"junk.pt: not a checkpoint: not a file torch.save wrote"):
         load_coattention(tmp_path / "junk.pt")
     blob = torch.load(ckpt, weights_only=True)
     blob["dims"]["frames"] = 3

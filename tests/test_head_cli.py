@@ -203,4 +203,7 @@ def test_train_head_refusals_are_one_line(files, tmp_path) -> None:
 def test_head_options_without_head_are_a_usage_error(files) -> None:
     result = CliRunner().invoke(main, ["evaluate", str(files["val"]), "--topk", "8", "--seed", "3"])
     assert result.exit_code == 2
-    assert "--topk, --seed only apply with --head" in result.output
+    assert "--topk, --seed apply only with --head CHECKPOINT" in result.output
+    result = CliRunner().invoke(main, ["evaluate", str(files["val"]), "--topk", "8"])
+    assert result.exit_code == 2
+    assert "--topk applies only with --head CHECKPOINT or --baseline NAME" in result.output

@@ -4,7 +4,7 @@ import click
 
 from . import main
 from .coattention import evaluate_coattention, is_coattention_checkpoint
-from .options import CACHE, given, parse_topk
+from .options import CACHE, given, only_with, only_with_head, parse_topk
 
 
 @main.command()
@@ -165,10 +165,10 @@ def evaluate(
             cache, cfg, submission, progress, baseline, baseline_options, head
         )
     elif given(baseline_options):
-        raise click.UsageError(f"{', '.join(given(baseline_options))} only apply with --baseline")
+        raise click.UsageError(only_with(given(baseline_options), "--baseline NAME"))
     elif head["head"] is None:
         if given(head):
-            raise click.UsageError(f"{', '.join(given(head))} only apply with --head CHECKPOINT")
+            raise click.UsageError(only_with_head(given(head)))
         results = {"cosine": evaluate_cache(cache, cfg, submission=submission, progress=progress)}
     elif is_coattention_checkpoint(head["head"]):
         results = evaluate_coattention(cache, head, cfg, submission, progress)
@@ -208,7 +208,7 @@ def _evaluate_baseline(cache, cfg, submission, progress, name, options, head):
         raise click.UsageError("--head and --baseline: give one re-ranker per run")
     misplaced = given([n for n in head if n != "topk"])
     if misplaced:
-        raise click.UsageError(f"{', '.join(misplaced)} only apply with --head CHECKPOINT")
+        raise click.UsageError(only_with_head(misplaced))
     wrong = {
         "dsl_temperature": name != "dual-softmax",
         "beta": name == "dual-softmax",
@@ -216,7 +216,8 @@ def _evaluate_baseline(cache, cfg, submission, progress, name, options, head):
     }
     misplaced = given([n for n in options if wrong[n]])
     if misplaced:
-        raise click.UsageError(f"{', '.join(misplaced)} do not apply to --baseline {name}")
+        verb = "does" if len(misplaced) == 1 else "do"
+        raise click.UsageError(f"{', '.join(misplaced)} {verb} not apply to --baseline {name}")
     settings = {"beta": options["beta"], "temperature": options["dsl_temperature"]}
     baseline = BaselineConfig(
         name=name,

@@ -19,3 +19,16 @@ def given(names) -> list[str]:
     ctx = click.get_current_context()
     source = click.core.ParameterSource.COMMANDLINE
     return [f"--{n.replace('_', '-')}" for n in names if ctx.get_parameter_source(n) == source]
+
+
+def only_with(names: list[str], option: str) -> str:
+    """The usage error for options `names` given without `option` they need."""
+    verb = "applies" if len(names) == 1 else "apply"
+    return f"{', '.join(names)} {verb} only with {option}"
+
+
+def only_with_head(names: list[str]) -> str:
+    """The usage error for head options given without --head (--topk also serves --baseline)."""
+    if names == ["--topk"]:
+        return "--topk applies only with --head CHECKPOINT or --baseline NAME"
+    return only_with(names, "--head CHECKPOINT")
