@@ -115,6 +115,9 @@ def test_bad_clips_are_reported_by_name(data, tmp_path, capsys):
     for name in BAD:
         assert f"skipped clip {name}" in err
     assert "its 3 caption(s) are left out" in err
+    # a missing clip says where it was looked for (the name, then other audio extensions)
+    tried = ", ".join(str(audio.resolve() / f"gone{ext}") for ext in (".wav", ".flac", ".ogg"))
+    assert f"skipped clip gone.wav (no audio file found for this clip; looked for {tried}" in err
 
 
 def test_audio_only_and_text_only_caches(data, tmp_path):

@@ -49,6 +49,7 @@ class CaptionTable:
     problems: list[str]  # rows or captions that were left out: "file:line: why"
     encoding: str  # "utf-8", "utf-8-sig", "iso-8859-1", "cp1252", "utf-16", or a mix
     notes: list[str] = field(default_factory=list)  # kept data the user should know about
+    looked_for: dict[str, list[str]] = field(default_factory=dict)  # clip id -> paths tried
 
     @property
     def n_captions(self) -> int:
@@ -141,6 +142,7 @@ class AudioResolver:
             raise UserError(f"--audio-dir {audio_dir}: not a folder; give the folder of the clips")
         self.audio_dir = None if audio_dir is None else os.path.abspath(audio_dir)
         self._listing: dict[str, dict[str, str]] = {}  # folder -> {NFC name: real name}
+        self.missed: dict[str, list[str]] = {}  # clip id -> the paths tried, none found
 
     def _real_name(self, parent: str, base: str) -> str | None:
         names = self._listing.get(parent)
@@ -152,16 +154,23 @@ class AudioResolver:
             self._listing[parent] = names
         return names.get(unicodedata.normalize("NFC", base))
 
-    def find(self, names: Sequence[str], base: str | None = None) -> str | None:
-        """The first of `names` (relative to `base`, default audio_dir) that exists, or None."""
+    def find(
+        self, names: Sequence[str], base: str | None = None, clip_id: str | None = None
+    ) -> str | None:
+        """The first of `names` (relative to `base`, default audio_dir) that exists, or None;
+        the paths tried for a `clip_id` not found are kept in `missed` (for its warning)."""
         base = self.audio_dir if base is None else os.path.abspath(base)
         if base is None:
             return None
+        tried = []
         for n in names:
             parent, name = os.path.split(os.path.normpath(os.path.join(base, n)))
             real = self._real_name(parent, name)
             if real is not None:
                 return os.path.join(parent, real)
+            tried.append(os.path.join(parent, name))
+        if clip_id is not None:
+            self.missed[clip_id] = tried
         return None
 
 

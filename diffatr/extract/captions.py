@@ -148,7 +148,7 @@ def _read_clotho(name, header, records, resolver, problems, notes) -> list[ClipE
             )
         else:
             first_line[clip_id] = line
-        path = None if known else resolver.find(audio_candidates(clip_id))
+        path = None if known else resolver.find(audio_candidates(clip_id), clip_id=clip_id)
         clips.add(clip_id, path, captions)
     return clips.entries()
 
@@ -185,7 +185,7 @@ def _read_audiocaps(name, header, records, resolver, problems) -> list[ClipEntry
         path = None
         if clip_id not in clips:
             names = [f"{clip_id}.wav", f"{clip_id}.flac", f"Y{yt}.wav", f"Y{yt}.flac"]
-            path = resolver.find(names)
+            path = resolver.find(names, clip_id=clip_id)
         clips.add(clip_id, path, [caption])
     return clips.entries()
 
@@ -201,7 +201,8 @@ def _read_audiocaps_mei(name, header, records, resolver, problems) -> list[ClipE
         if not caption.strip():
             problems.append(f"{name}:{line}: empty caption; skipped")
             continue
-        path = None if clip_id in clips else resolver.find(audio_candidates(clip_id))
+        found = clip_id in clips
+        path = None if found else resolver.find(audio_candidates(clip_id), clip_id=clip_id)
         clips.add(clip_id, path, [caption])
     return clips.entries()
 
@@ -264,4 +265,4 @@ def read_captions(
     if not clips:
         first = f"; first problem: {problems[0]}" if problems else ""
         raise UserError(f"{name}: no usable clip ({len(problems)} problems{first})")
-    return CaptionTable(used, clips, problems, encoding, notes)
+    return CaptionTable(used, clips, problems, encoding, notes, resolver.missed)

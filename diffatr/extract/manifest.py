@@ -82,7 +82,8 @@ def _add_manifest_record(
     if not captions:
         problems.append(f"{where}: no caption; skipped")
         return
-    path = None if clip_id in clips else resolver.find(audio_candidates(clip_id), base)
+    found = clip_id in clips
+    path = None if found else resolver.find(audio_candidates(clip_id), base, clip_id)
     clips.add(clip_id, path, captions)
 
 
@@ -143,7 +144,7 @@ def _add_wavcaps_record(
         names = [stem + ".flac", stem + ".wav", clip_id]
         if isinstance(rec.get("file_name"), str):
             names.append(rec["file_name"])
-        path = resolver.find(names)
+        path = resolver.find(names, clip_id=clip_id)
     clips.add(clip_id, path, captions)
 
 

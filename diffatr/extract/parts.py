@@ -88,8 +88,10 @@ def encode_audio_chunks(
     batch_size: int,
     workers: int,
     on_clips: Callable[[int], None],
+    looked_for: dict[str, list[str]] | None = None,
 ) -> Iterator[ChunkResult]:
-    """Yield the chunks in order with their clip features; decoding runs `workers` ahead."""
+    """Yield the chunks in order with their clip features; decoding runs `workers` ahead.
+    `looked_for` (clip id -> paths tried) names the paths in a missing clip's warning."""
     wanted = [row for rows in chunks for row in rows if clips[row].audio_path is not None]
     dataset = ClipDataset(
         [clips[row].audio_path for row in wanted], encoder.sample_rate, encoder.prepare
@@ -116,7 +118,9 @@ def encode_audio_chunks(
 
         for row in rows:
             if clips[row].audio_path is None:
-                _skip(result, clips[row], row, "no audio file found for this clip")
+                tried = (looked_for or {}).get(clips[row].clip_id)
+                where = f"; looked for {', '.join(tried[:4])}" if tried else ""
+                _skip(result, clips[row], row, f"no audio file found for this clip{where}")
                 on_clips(1)
                 continue
             local, wave, error = next(decoded)

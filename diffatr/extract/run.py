@@ -272,6 +272,7 @@ def _encode(
             batch_size=cfg.batch_size,
             workers=cfg.workers,
             on_clips=bar.update,
+            looked_for=job.table.looked_for,
         )
     try:
         with bar:
