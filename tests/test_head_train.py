@@ -193,10 +193,18 @@ def test_refusals_name_the_file_and_what_to_do(caches, tmp_path) -> None:
     backbone = tmp_path / "backbone.h5"
     _backbone_cache(backbone)
     out = tmp_path / "h.pt"
-    with pytest.raises(UserError, match=r"backbone\.h5.*24-d audio and 16-d text.*project"):
+    with pytest.raises(
+        UserError,
+        match=r"backbone\.h5.*24-d audio and 16-d text.*diffatr train-contrastive.*"
+        r"diffatr project .*backbone\.h5 --proj proj\.pt",
+    ):
         train_head(backbone, caches["val"], out, CFG, RERANK, False, lambda _: None)
     with pytest.raises(UserError, match=r"backbone\.h5: validation cache.*project"):
         train_head(caches["train"], backbone, out, CFG, RERANK, False, lambda _: None)
+    square = tmp_path / "square.h5"  # backbone features that happen to share a width
+    _backbone_cache(square, da=D)
+    with pytest.raises(UserError, match=r"square\.h5: train cache holds backbone .*features"):
+        train_head(square, caches["val"], out, CFG, RERANK, False, lambda _: None)
     with pytest.raises(UserError, match=r"val32\.h5: 32-d features.*train cache's are 16-d"):
         train_head(caches["train"], caches["val32"], out, CFG, RERANK, False, lambda _: None)
     with pytest.raises(UserError, match=r"missing\.h5"):

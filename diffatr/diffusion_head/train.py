@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..cache import CacheTensors, load_tensors, verify
+from ..cache import Cache, CacheTensors, load_tensors, verify
 from ..device import flush_denormal, resolve_device
 from ..errors import UserError
 from ..evaluate import paper_protocol
@@ -39,10 +39,14 @@ def load_joint(path: str | os.PathLike, role: str) -> CacheTensors:
     verify(path).raise_if_bad()
     data = load_tensors(path)
     da, dt = data.audio.shape[1], data.text.shape[1]
-    if da != dt:
+    with Cache(path) as cache:
+        space = cache.attrs.get("embedding_space")
+    if da != dt or space == "backbone":
+        held = f"{da}-d audio and {dt}-d text" if da != dt else "backbone (encoder)"
         raise UserError(
-            f"{path}: {role} cache holds {da}-d audio and {dt}-d text features; the head needs "
-            "one joint space: project the backbone features first (phase 1)"
+            f"{path}: {role} cache holds {held} features; the head needs one joint space. "
+            "Phase 1 first: `diffatr train-contrastive TRAIN.h5 --val VAL.h5 --out proj.pt`, "
+            f"then `diffatr project {path} --proj proj.pt --out JOINT.h5`, and train on those"
         )
     if int((data.audio_index >= 0).sum()) < 2:
         raise UserError(f"{path}: {role} cache has fewer than 2 captions with a clip")
