@@ -69,7 +69,7 @@ def test_strategy_table_files_regenerate_the_table(tmp_path, joint):
     text = run.run(["strategy"], [joint])["strategy"]
     for label in ("Dis", "Gen", "Gen+Dis", "dual-softmax", "inverted-softmax", "qb-norm"):
         assert f"\n{label} " in text
-    assert "paper protocol (Mei et al.)" in text and "mean +- std over 2 seed(s)" in text
+    assert "paper protocol (Mei et al.)" in text and "mean +- std over 2 seeds" in text
     payload = json.loads((tmp_path / "strategy" / "results.json").read_text())
     records = payload["records"]
     assert len(records) == 6 * 2 and {r["seed"] for r in records} == {0, 1}
@@ -165,6 +165,9 @@ def test_format_ablation_shows_mean_and_sample_std():
     text = format_ablation("steps", summary, "dcase")
     assert "31.0+-1.4" in text and "60.5+-0.7" in text and "DCASE" in text
     assert "a2t" not in text
+    one = format_ablation("steps", summarise(records[:1]), "dcase")
+    assert "one seed (no spread)" in one and "+-" not in one.split("one seed")[1]
+    assert "    30.0         60.0         70.0" in one  # columns kept aligned
 
 
 def test_cli_runs_a_table_and_refuses_bad_data(tmp_path, joint):

@@ -53,7 +53,8 @@ def format_ablation(name: str, summary: list[dict], protocol: str) -> str:
     paper = f" (the paper's {table.paper})" if table.paper else ""
     lines = [
         f"{table.title}{paper}",
-        f"{PROTOCOL_NAMES.get(protocol, protocol)}; %, mean +- std over {n_seeds} seed(s)",
+        f"{PROTOCOL_NAMES.get(protocol, protocol)}; %, "
+        + (f"mean +- std over {n_seeds} seeds" if n_seeds > 1 else "one seed (no spread)"),
     ]
     row_w = max([len("row"), *(len(s["row"]) for s in summary)])
     sys_w = max([len("system"), *(len(s["system"]) for s in summary)])
@@ -66,9 +67,16 @@ def format_ablation(name: str, summary: list[dict], protocol: str) -> str:
             pair = (s["train"], s["test"])
             where = pair[0] if pair[0] == pair[1] else f"{pair[0]} -> {pair[1]}"
             lines += ["", f"{where} (test split of {pair[1]})", header, "-" * len(header)]
-        cells = "".join(f"{s['mean'][c]:>8.1f}+-{s['std'][c]:<3.1f}" for c in columns)
+        cells = "".join(_cell(s, c) for c in columns)
         lines.append(f"{s['row']:<{row_w}}  {s['system']:<{sys_w}}{cells}")
     return "\n".join(lines)
+
+
+def _cell(s: dict, column: str) -> str:
+    """ "27.7+-1.4" over several seeds; "27.7" alone for one (a spread of 0.0 would claim one)."""
+    if len(s["seeds"]) > 1:
+        return f"{s['mean'][column]:>8.1f}+-{s['std'][column]:<3.1f}"
+    return f"{s['mean'][column]:>8.1f}     "
 
 
 def write_table(folder: Path, name: str, records: list[dict], cfg) -> str:
