@@ -196,6 +196,8 @@ def test_length_buckets_against_a_naive_grouping():
         ("/d/audiocaps/mei_val.csv", "audiocaps_mei", ("audiocaps", "val")),
         ("/d/stuff/train.csv", "audiocaps", ("audiocaps", "train")),
         ("/d/mine/list.jsonl", "manifest", ("mine", "list")),
+        ("/d/sound_effects/captions_test.csv", "clotho", ("sound_effects", "test")),
+        ("/d/x/wavcaps_as.json", "wavcaps", ("wavcaps", "wavcaps_as")),
     ],
 )
 def test_guess_names(path, fmt, names):

@@ -103,13 +103,17 @@ class ExtractSummary:
 
 
 def guess_names(captions_path: str | os.PathLike, fmt: str) -> tuple[str, str]:
-    """(dataset, split) from the caption file's path, e.g. clotho/test.csv -> (clotho, test)."""
+    """(dataset, split) from the caption file's path, e.g. clotho/test.csv -> (clotho, test).
+
+    A file in Clotho's layout (file_name,caption_1..) is not taken for Clotho unless its path
+    says so: other datasets are written in that layout too; the folder name is used instead."""
     path = Path(captions_path)
     words = [w for part in (*path.parent.parts[-2:], path.stem) for w in re.split(r"[_\W]+", part)]
     words = [w.lower() for w in words if w]
     dataset = next((w for w in reversed(words) if w in _DATASETS), "")
-    if not dataset:
-        dataset = {"audiocaps_mei": "audiocaps"}.get(fmt, fmt if fmt != "manifest" else "")
+    if not dataset:  # layouts only AudioCaps and WavCaps use; Clotho's columns are generic
+        dataset = {"audiocaps": "audiocaps", "audiocaps_mei": "audiocaps", "wavcaps": "wavcaps"}
+        dataset = dataset.get(fmt, "")
     stem_words = [w.lower() for w in re.split(r"[_\W]+", path.stem) if w]
     split = next((w for w in reversed(stem_words) if w in _SPLITS), path.stem)
     return dataset or path.parent.name or "dataset", split
