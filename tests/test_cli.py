@@ -104,7 +104,26 @@ def test_info_describes_the_cache(synthetic_cache):
     assert info["audio"]["rows"] == 60 and info["audio"]["dim"] == 512
     assert info["captions_per_clip"]["min"] >= 1 and info["captions_per_clip"]["max"] <= 7
     text = CliRunner().invoke(main, ["cache", "info", str(synthetic_cache)])
-    assert "captions per clip" in text.output
+    assert "captions per clip" in text.output and "skipped clips" not in text.output
+
+
+def test_info_mentions_skipped_clips(tmp_path):
+    import numpy as np
+
+    from diffatr.cache import CacheWriter
+
+    path = tmp_path / "x.h5"
+    skipped = [{"clip_id": "gone.wav", "reason": "file not found"}, {"clip_id": "b", "reason": "r"}]
+    with CacheWriter(path, dataset="d", split="test", space="backbone") as w:
+        for side in ("audio", "text"):
+            w.set_attrs(side, encoder="e", feature_kind="k", settings={})
+        w.add_audio(["a.wav"], np.ones((1, 4), np.float32))
+        w.add_text(["c"], np.array([0]), np.ones((1, 4), np.float32))
+        w.set_root_attrs(skipped_clips=json.dumps(skipped), skipped_captions=7)
+    text = CliRunner().invoke(main, ["cache", "info", str(path)]).output
+    assert (
+        "skipped clips: 2 (left out with their 7 captions), e.g. gone.wav: file not found" in text
+    )
 
 
 def test_synthetic_command_and_bad_options(tmp_path):

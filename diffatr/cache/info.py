@@ -1,6 +1,7 @@
 """Describe a cache in a few lines (what `diffatr cache info` prints): attributes, shapes,
 dtypes, provenance, captions per clip. Reads the names and the index, not the embeddings."""
 
+import json
 import os
 
 import numpy as np
@@ -65,4 +66,21 @@ def format_info(info: dict) -> str:
         )
         if info["captions_without_clip"]:
             lines.append(f"  captions without a clip: {info['captions_without_clip']}")
+    skipped = _skipped_clips(a.get("skipped_clips"))
+    if skipped:
+        first = skipped[0]
+        lines.append(
+            f"  skipped clips: {len(skipped)} (left out with their "
+            f"{a.get('skipped_captions', '?')} captions), e.g. {first.get('clip_id')}: "
+            f"{first.get('reason')} (all: --json, attributes.skipped_clips)"
+        )
     return "\n".join(lines)
+
+
+def _skipped_clips(value) -> list[dict]:
+    """The extraction's skipped_clips attribute (JSON list of {"clip_id", "reason"})."""
+    try:
+        skipped = json.loads(value) if isinstance(value, str) else value
+    except json.JSONDecodeError:
+        return []
+    return [s for s in skipped if isinstance(s, dict)] if isinstance(skipped, list) else []
