@@ -205,3 +205,15 @@ def test_refusals_name_the_file_and_what_to_do(caches, tmp_path) -> None:
     with pytest.raises(UserError, match=r"train\.h5: .* fewer than one batch of 100000"):
         run(caches["train"], caches["val"], batch_size=100_000)
     assert not list(tmp_path.glob("p.pt*"))
+
+
+def test_a_split_that_loses_many_captions_to_the_last_batch_is_warned_about(
+    caches, tmp_path, capsys
+) -> None:
+    n = int((load_tensors(caches["train"]).audio_index >= 0).sum())
+    batch = n * 2 // 3 + 1  # one whole batch; the other third of the captions never trains
+    train(caches, tmp_path / "p.pt", epochs=1, batch_size=batch)
+    err = capsys.readouterr().err
+    assert f"{n - batch} of {n} captions" in err and "lower --batch-size" in err
+    train(caches, tmp_path / "q.pt", epochs=1, batch_size=n // 4)  # < 25% left out: quiet
+    assert "left out" not in capsys.readouterr().err

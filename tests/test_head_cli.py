@@ -93,6 +93,14 @@ def test_evaluate_with_head_prints_both_rankings_and_writes_json(files, tmp_path
         assert payload["diffatr"]["metrics"][key] == payload["cosine"]["metrics"][key]
 
 
+def test_a_topk_covering_the_gallery_is_warned_about(files, tmp_path) -> None:
+    common = ["evaluate", files["val"], "--head", files["ckpt"], "--no-compile"]
+    result = run(*common, "--topk", "30")
+    assert result.exit_code == 0, result.output
+    assert "warning: --topk 30 is at least the gallery size (the 24 clips)" in result.output
+    assert "--topk" not in run(*common, "--topk", "8").output
+
+
 def test_topk_all_and_gen_mode(files, tmp_path) -> None:
     out = tmp_path / "all.json"
     base = ["evaluate", files["val"], "--head", files["ckpt"], "--no-compile"]

@@ -3,6 +3,7 @@ the checkpoint and its logs, reproducibility, the loss going down, naive == fuse
 
 import csv
 import json
+import re
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -226,3 +227,13 @@ def test_too_few_clips_or_labels_are_refused(caches, tmp_path) -> None:
         train_head(one_clip, caches["val"], tmp_path / "h.pt", CFG, RERANK, False, print)
     with pytest.raises(UserError, match=r"unlabelled\.h5: .*fewer than 2 captions with a clip"):
         train_head(unlabelled, caches["val"], tmp_path / "h.pt", CFG, RERANK, False, print)
+
+
+def test_batches_far_below_the_batch_size_are_warned_about(caches, tmp_path, capsys) -> None:
+    """The 32-clip split cannot fill batches of 80 distinct clips."""
+    train_head(
+        caches["val"], caches["val"], tmp_path / "h.pt", replace(CFG, epochs=1, batch_size=80),
+        RERANK, False, lambda _: None,
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert re.search(r"val\.h5: batches average [\d.]+ pairs, not 80: too few distinct", err)

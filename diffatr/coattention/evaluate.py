@@ -10,6 +10,7 @@ from dataclasses import asdict, replace
 from ..cache import Cache
 from ..errors import UserError
 from ..evaluate import EvalConfig, EvalResult, evaluate_cache
+from ..evaluate.topk import warn_if_topk_covers
 from .checkpoint import load_coattention
 from .config import CoRerankConfig
 from .rerank import CoAttentionScores
@@ -39,6 +40,7 @@ def evaluate_with_coattention(
         )
 
     def make_scores(text, audio, device):
+        warn_if_topk_covers(rerank.topk, len(audio), len(text))
         with Cache(path) as cache:
             model = head.model.to(device)
             return CoAttentionScores(text, audio, model, head.config.tau, cache, rerank, device)

@@ -24,13 +24,14 @@ from ..device import resolve_device
 from ..errors import UserError
 from ..evaluate import CosineScores, paper_protocol
 from ..history import write_history
-from ..progress import Progress
+from ..progress import Progress, warn
 from .checkpoint import Projection, save_projection
 from .config import ContrastiveConfig
 from .heads import ProjectionHeads
 from .loss import nt_xent
 
 SELECT_ON = ("t2a_R@1", "t2a_R@5", "t2a_R@10")  # Mei et al.'s checkpoint selection
+DROPPED_WARNING = 0.25  # warn when this share of the captions never trains (a tiny split)
 _POSTFIX_EVERY = 50  # batches between progress-bar loss updates (each one syncs the device)
 
 
@@ -132,6 +133,13 @@ def train_contrastive(
         )
     if torch.unique(train.audio_index[rows]).numel() < 2:
         raise UserError(f"{train_path}: all captions belong to one clip: nothing to contrast")
+    left_out = len(rows) % cfg.batch_size  # the last incomplete batch of every epoch
+    if left_out >= DROPPED_WARNING * len(rows):
+        warn(
+            f"{train_path}: {left_out} of {len(rows)} captions ({100 * left_out // len(rows)}%) "
+            f"are left out of every epoch (only whole batches of {cfg.batch_size} train); "
+            "lower --batch-size"
+        )
     text, audio = train.text.to(device), train.audio.to(device)
     clip_of = train.audio_index.to(device)
     del train

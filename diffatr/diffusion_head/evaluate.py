@@ -10,6 +10,7 @@ from dataclasses import asdict, replace
 from ..cache import Cache
 from ..errors import UserError
 from ..evaluate import EvalConfig, EvalResult, evaluate_cache
+from ..evaluate.topk import warn_if_topk_covers
 from .checkpoint import load_head
 from .config import RerankConfig
 from .rerank import DiffusionScores
@@ -46,6 +47,7 @@ def evaluate_with_head(
                 f"{path}: {text.shape[1]}-d embeddings, but the head in {checkpoint} is "
                 f"{head.dim}-d: use a head trained on caches of this joint space"
             )
+        warn_if_topk_covers(rerank.topk, len(audio), len(text))
         return DiffusionScores(text, audio, head, rerank, device)
 
     baseline = evaluate_cache(path, cfg, progress=progress)

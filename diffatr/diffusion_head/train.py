@@ -24,13 +24,14 @@ from ..device import flush_denormal, resolve_device
 from ..errors import UserError
 from ..evaluate import paper_protocol
 from ..history import write_history
-from ..progress import Progress
+from ..progress import Progress, warn
 from .batches import clip_unique_batches
 from .checkpoint import Head, save_head
 from .config import HeadConfig, RerankConfig
 from .rerank import DiffusionScores
 from .trainer import HeadTrainer
 
+DROPPED_WARNING = 0.25  # warn when this share of the captions never trains (a tiny split)
 SELECT_ON = ("t2a_R@1", "t2a_R@5", "t2a_R@10", "a2t_R@1", "a2t_R@5", "a2t_R@10")
 
 
@@ -87,9 +88,21 @@ def _train(train_path, val_path, out, cfg, rerank, progress, echo) -> Head:
         text, audio = F.normalize(text, dim=1), F.normalize(audio, dim=1)
     index = train.audio_index
     g = torch.Generator().manual_seed(cfg.seed)
-    n_batches = len(clip_unique_batches(index, cfg.batch_size, torch.Generator().manual_seed(0)))
+    first = clip_unique_batches(index, cfg.batch_size, torch.Generator().manual_seed(0))
+    n_batches = len(first)
     if n_batches == 0:
         raise UserError(f"{train_path}: too few distinct clips for a batch of {cfg.batch_size}")
+    labelled, used = int((index >= 0).sum()), sum(len(b) for b in first)
+    if labelled - used >= DROPPED_WARNING * labelled:
+        warn(
+            f"{train_path}: about {labelled - used} of {labelled} captions are left out of each "
+            "epoch (a batch needs 2 or more distinct clips; too few clips for their captions)"
+        )
+    if n_batches * cfg.batch_size > 2 * used:
+        warn(
+            f"{train_path}: batches average {used / n_batches:.1f} pairs, not "
+            f"{cfg.batch_size}: too few distinct clips; lower --batch-size"
+        )
     trainer = HeadTrainer(dim, cfg, cfg.epochs * n_batches, device)
     ema = trainer.ema
     history, best, best_score = [], None, -math.inf

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..progress import warn
 from .similarity import CosineScores
 
 COMBINE = ("fusion", "replace")
@@ -43,6 +44,20 @@ def topk_indices(S: torch.Tensor, k: int) -> torch.Tensor:
         rows = S[crossed]  # (t, Nc)
         top[crossed] = torch.sort(rows, dim=1, descending=True, stable=True).indices[:, :k]
     return top
+
+
+def warn_if_topk_covers(topk: int | None, n_audio: int, n_text: int) -> None:
+    """Warn when --topk K is at least a direction's gallery: all of it is re-ranked there."""
+    covered = [
+        f"the {n} {what}"
+        for n, what in ((n_audio, "clips"), (n_text, "captions"))
+        if topk and topk >= n
+    ]
+    if covered:
+        warn(
+            f"--topk {topk} is at least the gallery size ({' and '.join(covered)}): the whole "
+            "gallery is re-ranked, as with --topk all"
+        )
 
 
 class TopKScores:

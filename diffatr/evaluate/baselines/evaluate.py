@@ -16,6 +16,7 @@ from ...errors import UserError
 from ..cached import EvalConfig, EvalResult, evaluate_cache
 from ..ranks import DEFAULT_MAX_ELEMENTS
 from ..similarity import Scores
+from ..topk import warn_if_topk_covers
 from .config import BaselineConfig
 from .dual_softmax import DualSoftmaxScores
 from .inverted_softmax import InvertedSoftmaxScores
@@ -102,6 +103,7 @@ def evaluate_baseline(
     bank_text, bank_audio = (None, None) if bank is None else (bank.text, bank.audio)
 
     def make_scores(text, audio, device):
+        warn_if_topk_covers(cfg.topk, len(audio), len(text))
         return baseline_scores(
             cfg.name, text, audio, cfg, bank_text, bank_audio, device, eval_cfg.max_elements
         )
