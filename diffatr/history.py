@@ -1,7 +1,8 @@
 """Per-epoch training logs beside a checkpoint, shared by the training stages.
 
-Writes `<ckpt>.log.json` (a list of per-epoch dicts) and `<ckpt>.log.csv` (one row per epoch,
-the dict keys as columns), each atomically, so a crash leaves the previous complete log.
+Writes `<ckpt>.log.json` (a list of per-epoch dicts), `<ckpt>.log.csv` (one row per epoch,
+the dict keys as columns) and `<ckpt>.log.png` (the training loss and the validation R@k per
+epoch, what one looks at first), each atomically, so a crash leaves the previous complete log.
 """
 
 import csv
@@ -10,10 +11,11 @@ import os
 from pathlib import Path
 
 from .atomic import atomic_open
+from .evaluate.plots import plot_history
 
 
 def write_history(checkpoint: str | os.PathLike, history: list[dict]) -> None:
-    """Rewrite both log files of `checkpoint` with every epoch so far."""
+    """Rewrite the log files of `checkpoint` (JSON, CSV, plot) with every epoch so far."""
     out = Path(checkpoint)
     with atomic_open(out.with_name(out.name + ".log.json"), "w") as f:
         json.dump(history, f, indent=2)
@@ -21,3 +23,4 @@ def write_history(checkpoint: str | os.PathLike, history: list[dict]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
+    plot_history(history, out.with_name(out.name + ".log.png"))

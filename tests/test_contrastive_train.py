@@ -114,6 +114,7 @@ def test_logs_beside_the_checkpoint(trained) -> None:
     proj, out = trained
     log = json.loads(out.with_name("proj.pt.log.json").read_text())
     assert log == proj.meta["history"]
+    assert out.with_name("proj.pt.log.png").read_bytes()[:4] == b"\x89PNG"
     with open(out.with_name("proj.pt.log.csv"), newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(log) and list(rows[0]) == list(log[0])

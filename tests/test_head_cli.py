@@ -68,6 +68,7 @@ def test_train_head_writes_a_checkpoint_with_the_options(files) -> None:
     assert head.meta["rerank"]["compiled"] is False and head.meta["rerank"]["topk"] == 32
     assert files["ckpt"].with_name("head.pt.log.json").is_file()
     assert files["ckpt"].with_name("head.pt.log.csv").is_file()
+    assert files["ckpt"].with_name("head.pt.log.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_evaluate_with_head_prints_both_rankings_and_writes_json(files, tmp_path) -> None:

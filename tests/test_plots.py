@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from diffatr.evaluate.plots import plot_diffusion_process, plot_recall_curves
+from diffatr.evaluate.plots import history_figure, plot_diffusion_process, plot_recall_curves
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -81,3 +81,26 @@ def test_a_failing_write_leaves_the_old_file(tmp_path, monkeypatch) -> None:
         plot_diffusion_process(np.full((1, 3), 1 / 3), ["k = 0"], 1, tmp_path / "new.png")
     assert out.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["recall.png"]
+
+
+def test_history_figure_draws_the_log() -> None:
+    history = [
+        {"epoch": e, "loss": 3.0 - e, "seconds": 1.0, "t2a_R@1": 10.0 * e, "a2t_R@10": 5.0 + e}
+        for e in (1, 2, 3)
+    ]
+    fig = history_figure(history, "head.pt")
+    loss_ax, val_ax = fig.axes
+    (loss,) = loss_ax.get_lines()
+    assert list(loss.get_xdata()) == [1, 2, 3] and list(loss.get_ydata()) == [2.0, 1.0, 0.0]
+    lines = {line.get_label(): list(line.get_ydata()) for line in val_ax.get_lines()}
+    assert lines == {"t2a R@1": [10.0, 20.0, 30.0], "a2t R@10": [6.0, 7.0, 8.0]}
+    with pytest.raises(ValueError, match="empty training log"):
+        history_figure([])
+
+
+def test_write_history_draws_the_png_beside_the_logs(tmp_path) -> None:
+    from diffatr.history import write_history
+
+    write_history(tmp_path / "h.pt", [{"epoch": 1, "loss": 0.5, "t2a_R@1": 1.0}])
+    assert (tmp_path / "h.pt.log.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "h.pt.log.csv").is_file() and (tmp_path / "h.pt.log.json").is_file()

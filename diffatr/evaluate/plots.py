@@ -116,3 +116,34 @@ def plot_diffusion_process(
     fig.suptitle(f"{title}\n{legend}" if title else legend, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def history_figure(history: Sequence[Mapping[str, float]], title: str = "") -> Figure:
+    """A training log (one dict per epoch: "epoch", "loss", validation metrics such as
+    "t2a_R@1") as two panels: the training loss, and each validation R@k (%) per epoch."""
+    if not history:
+        raise ValueError("an empty training log has nothing to plot")
+    epochs = [row["epoch"] for row in history]
+    recalls = [k for k in history[0] if k.split("_")[0] in DIRECTIONS and "_R@" in k]
+    fig = Figure(figsize=(11, 4.0))
+    loss_ax, val_ax = fig.subplots(1, 2)
+    loss_ax.plot(epochs, [row["loss"] for row in history], "o-", label="training loss")
+    loss_ax.set(title="training loss (mean over the epoch)", xlabel="epoch", ylabel="loss")
+    for key in recalls:
+        val_ax.plot(epochs, [row[key] for row in history], "o-", label=key.replace("_", " "))
+    val_ax.set(title="validation", xlabel="epoch", ylabel="R@k (%)")
+    for ax in (loss_ax, val_ax):
+        ax.set_xticks(epochs if len(epochs) <= 20 else ax.get_xticks())
+        ax.grid(alpha=0.3)
+    if recalls:
+        val_ax.legend(fontsize=8, ncol=2)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history: Sequence[Mapping[str, float]], path: str | os.PathLike) -> Path:
+    """`history_figure` of a training log, written to `path` (PNG, atomically)."""
+    title = f"{Path(path).name.removesuffix('.log.png')}: training log"
+    return _save(history_figure(history, title), path)
