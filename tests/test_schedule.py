@@ -149,4 +149,4 @@ def test_direction_loss_is_the_kl_from_the_onehot_over_the_naive_denoiser() -> N
         x_k = torch.tensor(naive_q_sample(torch.eye(B), k, abar, eps), dtype=torch.float64)
         x0_hat = naive_denoiser(m.state_dict(), x_k, k, query, cand)
         want = naive_kl_onehot(scale * x0_hat, torch.arange(B))
-        assert float(got) == pytest.approx(want, rel=1e-6)  # x0 = I_B is float32 there
+        assert got.item() == pytest.approx(want, rel=1e-6)  # x0 = I_B is float32 there
