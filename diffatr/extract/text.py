@@ -79,11 +79,11 @@ def _load(name: str):
         raise UserError(f"--text-encoder {name}: no such folder")
     try:
         return load(True)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError):  # transformers' own text talks of a connection never tried
         where = Path(constants.HF_HUB_CACHE) / f"models--{name.replace('/', '--')}"
         raise UserError(
             f"--text-encoder {name}: not a folder, and not in the local Hugging Face cache "
-            f"(looked for {where}: {str(e).splitlines()[0]}); extraction never downloads: pass "
+            f"(looked for {where}); extraction never downloads: pass "
             "a local folder made with save_pretrained (--text-encoder /path/to/model), or "
             f"fetch it once with `huggingface-cli download {name}`"
         ) from None
