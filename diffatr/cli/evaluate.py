@@ -4,8 +4,9 @@ import sys
 
 import click
 
+from ..checkpoint_kinds import checkpoint_kind
 from . import main
-from .coattention import evaluate_coattention, is_coattention_checkpoint
+from .coattention import evaluate_coattention
 from .options import CACHE, given, parse_topk
 
 
@@ -172,7 +173,7 @@ def evaluate(
         if given(head):
             raise click.UsageError(f"{', '.join(given(head))} only apply with --head CHECKPOINT")
         results = {"cosine": evaluate_cache(cache, cfg, submission=submission, progress=progress)}
-    elif is_coattention_checkpoint(head["head"]):
+    elif checkpoint_kind(head["head"]) == "coattention_head":
         results = evaluate_coattention(cache, head, cfg, submission, progress)
     else:
         from ..diffusion_head import RerankConfig
