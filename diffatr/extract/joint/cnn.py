@@ -45,6 +45,32 @@ class MelSettings:
     f_max: float = 14000.0
 
 
+def front_end(mel: MelSettings) -> tuple[Spectrogram, LogmelFilterBank]:
+    """torchlibrosa's STFT (Hann, centred, reflect padding) and log-mel (ref 1, amin 1e-10,
+    no top_db), as both codebases build them."""
+    spectrogram = Spectrogram(
+        n_fft=mel.n_fft,
+        hop_length=mel.hop_length,
+        win_length=mel.n_fft,
+        window="hann",
+        center=True,
+        pad_mode="reflect",
+        freeze_parameters=True,
+    )
+    logmel = LogmelFilterBank(
+        sr=mel.sample_rate,
+        n_fft=mel.n_fft,
+        n_mels=mel.n_mels,
+        fmin=mel.f_min,
+        fmax=mel.f_max,
+        ref=1.0,
+        amin=1e-10,
+        top_db=None,
+        freeze_parameters=True,
+    )
+    return spectrogram, logmel
+
+
 class MeiCnn(nn.Module):
     """A Cnn10/Cnn14/ResNet38 audio encoder of Mei et al.; `forward` gives the frames h."""
 
@@ -57,26 +83,7 @@ class MeiCnn(nn.Module):
     ):
         super().__init__()
         self.arch, self.mel = arch, mel
-        self.spectrogram_extractor = Spectrogram(
-            n_fft=mel.n_fft,
-            hop_length=mel.hop_length,
-            win_length=mel.n_fft,
-            window="hann",
-            center=True,
-            pad_mode="reflect",
-            freeze_parameters=True,
-        )
-        self.logmel_extractor = LogmelFilterBank(
-            sr=mel.sample_rate,
-            n_fft=mel.n_fft,
-            n_mels=mel.n_mels,
-            fmin=mel.f_min,
-            fmax=mel.f_max,
-            ref=1.0,
-            amin=1e-10,
-            top_db=None,
-            freeze_parameters=True,
-        )
+        self.spectrogram_extractor, self.logmel_extractor = front_end(mel)
         self.bn0 = nn.BatchNorm2d(mel.n_mels)
         if arch == "resnet38":  # widths: conv_block1, the four stages, conv_block_after1
             self.conv_block1 = ConvBlock(1, widths[0])
