@@ -139,7 +139,8 @@ def main() -> None:
         f"{torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}; "
         f"{args.clips} clips x {args.seconds:g} s, batch {args.batch_size}"
     )
-    print(f"{'kind':<15} {'precision':<9} {'naive clips/s':>14} {'ours clips/s':>13} {'speed-up':>9}")
+    header = ("kind", "precision", "naive clips/s", "ours clips/s", "speed-up")
+    print("{:<15} {:<9} {:>14} {:>13} {:>9}".format(*header))
     for kind in args.kinds.split(","):
         for precision in ("fp32", "bf16"):
             ours, naive, rate = BUILDERS[kind](precision)

@@ -98,6 +98,7 @@ def _bad(path: str, tmp_path, extra=()):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     assert not out.exists() and not (tmp_path / "out.h5.partial").exists()
+    assert not (tmp_path / "out.h5.parts").exists()  # a corrected rerun starts clean
     return lines[0]
 
 

@@ -249,7 +249,14 @@ def _encode(
         audio=replace(cfg.audio, device=rank_device(cfg.audio.device, ranks)),
         text=replace(cfg.text, device=rank_device(cfg.text.device, ranks)),
     )
-    audio_encoder, text_encoder = _encoder_factory(encoders)(rank_cfg)
+    try:
+        audio_encoder, text_encoder = _encoder_factory(encoders)(rank_cfg)
+    except UserError:
+        # A model refused before anything was encoded leaves no work folder behind (its
+        # manifest would make the corrected command look like a different run).
+        if ranks.is_main and not done and not any(folder.path.glob("part-*.h5")):
+            folder.remove()
+        raise
     spec = PartSpec(
         dataset=cfg.dataset,
         split=cfg.split,
