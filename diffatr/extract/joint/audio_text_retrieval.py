@@ -11,6 +11,9 @@ and config (local only; name from --text-encoder, default bert-base-uncased). Wr
            their code (we stop at the model's position limit)
 The front end: n_fft from the STFT kernels' shape, mel bins from the filter bank's; sample rate
 32 kHz and hop 320 are their settings' (not in the file); the filter bank itself is loaded.
+Known difference: their data preparation zero-pads AudioCaps clips to 10 s and pads Clotho clips
+to the longest clip of a batch; here every clip is encoded alone at its own length (as WavCaps
+does), so AudioCaps clips shorter than 10 s give other vectors than their evaluation did.
 """
 
 from ...errors import UserError
