@@ -73,7 +73,7 @@ class ClapJointAudio:
             out = self.model.get_audio_features(
                 input_features=x, is_longer=inputs["is_longer"].to(self.device)
             )
-        return out.pooler_output.float()  # normalised by the model
+        return F.normalize(out.pooler_output.float(), dim=-1)  # again in float32 (bf16 runs)
 
     @torch.inference_mode()
     def features(self, waves) -> torch.Tensor:

@@ -162,7 +162,7 @@ class JointTextEncoder:
                 with self._autocast():
                     e, h = self._forward(x, m)
                 rows = [w0 + i for i in idx]
-                out[rows] = e.float().cpu()
+                out[rows] = F.normalize(e.float(), dim=-1).cpu()  # unit norm in float32
                 if states is not None:
                     keep = m.bool()
                     for j, row in enumerate(rows):
