@@ -194,3 +194,31 @@ def test_no_clean_captions_changes_the_text_only(wavcaps, tmp_path):
     assert not torch.allclose(cleaned, enc.encode(["A dog , barks."]), atol=1e-5)
     assert torch.allclose(cleaned, enc.encode(["a dog barks "]), atol=1e-6)
     assert torch.allclose(F.normalize(cleaned, dim=-1), cleaned, atol=1e-6)
+
+
+def test_interrupted_joint_extraction_resumes_to_the_same_cache(wavcaps, tmp_path, monkeypatch):
+    """The joint provenance is the same on every run, so an interrupted run's parts are reused
+    and the result equals an uninterrupted run's (chunks of one clip)."""
+    from extract_helpers import assert_same_cache
+
+    from diffatr.extract.joint.audio import PipelineText
+
+    calls, real = [], PipelineText.encode
+
+    def failing(self, captions, batch_size=64):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("injected failure")
+        return real(self, captions, batch_size)
+
+    out, whole = tmp_path / "resumed.h5", tmp_path / "whole.h5"
+    with monkeypatch.context() as m:
+        m.setattr(PipelineText, "encode", failing)
+        result, _ = _extract(out, wavcaps, tmp_path, ["--chunk-clips", "1"])
+    assert isinstance(result.exception, RuntimeError) and not out.exists()
+    assert len(list((tmp_path / "resumed.h5.parts").glob("part-*.h5"))) == 2
+    result, _ = _extract(out, wavcaps, tmp_path, ["--chunk-clips", "1"])
+    assert result.exit_code == 0 and "resumed: 2 of 5 chunks" in result.output, result.output
+    result, _ = _extract(whole, wavcaps, tmp_path, ["--chunk-clips", "1"])
+    assert result.exit_code == 0, result.output
+    assert_same_cache(out, whole)

@@ -71,7 +71,7 @@ def text_provenance(text: JointTextEncoder, shared: dict, cfg: JointConfig) -> d
     settings = {
         **shared["settings"],
         "clean_captions": cfg.clean_captions,
-        "caption_cleanup": getattr(text, "cleanup_name", "none"),
+        "caption_cleanup": text.cleanup_name,
         "captions_stored": "as written (the clean-up applies to the encoder input only)",
     }
     settings.pop("audio_architecture", None)

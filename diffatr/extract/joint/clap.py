@@ -159,5 +159,4 @@ def load_clap(rec, cfg: JointConfig, rt: Runtime) -> tuple:
             device=device,
             precision=rt.precision,
         )
-        text.cleanup_name = "none"
     return audio, text, {**provenance, "settings": shared}

@@ -109,6 +109,7 @@ class JointTextEncoder:
         max_length: int,
         device: torch.device,
         precision: str = "fp32",
+        cleanup_name: str = "none",
     ):
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "right"
@@ -117,6 +118,7 @@ class JointTextEncoder:
         self._forward = forward  # (ids, mask) -> (e (B, E) normalised, h (B, L, D))
         self.dim, self.token_dim = dim, token_dim
         self.cleanup, self.max_length = cleanup, max_length
+        self.cleanup_name = cleanup_name if cleanup else "none"  # recorded in the cache
         self.device, self.precision = device, precision
         self.n_truncated = 0
 

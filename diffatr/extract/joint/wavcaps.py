@@ -13,8 +13,9 @@ Captions are cleaned as their `text_preprocess` does (`captions.clean_wavcaps`).
 
 import json
 
+from ...device import resolve_device
 from ...errors import UserError
-from .audio import CnnJointAudio
+from .audio import CnnJointAudio, check_precision
 from .captions import CLEANUPS
 from .cnn import MelSettings, load_cnn
 from .config import JointConfig, Runtime
@@ -149,18 +150,14 @@ def load_bert_side(
     cap: int | None,
 ) -> JointTextEncoder:
     """Mei et al.'s text side: a BERT-family model from `prefix`, then `proj_name`."""
-    from ...device import resolve_device
-
     tokenizer, config = load_tokenizer_and_config(text_name, path, cfg.text_encoder is not None)
     model = build_text_model(config, split_state(state, prefix), path)
     proj = projection(state, proj_name, path)
     _check_chain(int(config.hidden_size), proj, proj_name, path)
     device = resolve_device(rt.text_device)
-    from .audio import check_precision
-
     check_precision(rt.precision, device)
     model, proj = model.to(device), proj.to(device)
-    encoder = JointTextEncoder(
+    return JointTextEncoder(
         tokenizer,
         first_token_forward(model, proj),
         dim=int(proj[-1].out_features),
@@ -169,6 +166,5 @@ def load_bert_side(
         max_length=text_limit(tokenizer, config, cap),
         device=device,
         precision=rt.precision,
+        cleanup_name=cleanup,
     )
-    encoder.cleanup_name = cleanup if cfg.clean_captions else "none"
-    return encoder
