@@ -15,6 +15,7 @@ from joint_helpers import write_clips
 
 from diffatr.cache import Cache, verify
 from diffatr.cli import main
+from diffatr.errors import UserError
 from diffatr.extract import load_audio
 from diffatr.extract.joint import JointConfig, Runtime, load_joint, load_joint_text_encoder
 from diffatr.extract.joint.clap import window_starts
@@ -159,3 +160,25 @@ def test_fused_clap_is_deterministic(tmp_path):
             want = model.eval().get_audio_features(**inputs).pooler_output[0]
         torch.testing.assert_close(got[k], want, atol=1e-5, rtol=0)
     assert torch.allclose(F.normalize(got, dim=-1), got, atol=1e-6)
+
+
+def test_a_hub_name_in_the_local_cache(clap, tmp_path, monkeypatch):
+    """`--joint-model org/name` finds a snapshot in the local Hugging Face cache (no network)."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from diffatr.checkpoint_kinds import recognise_joint
+
+    repo = tmp_path / "hub" / "models--someone--tiny-clap"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abc")
+    shutil.copytree(clap, repo / "snapshots" / "0123abc")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    rec = recognise_joint("someone/tiny-clap")
+    assert rec.kind == "clap" and rec.folder == repo / "snapshots" / "0123abc"
+    text = load_joint_text_encoder("someone/tiny-clap")
+    want = load_joint_text_encoder(str(clap)).encode(CAPTIONS)
+    torch.testing.assert_close(text.encode(CAPTIONS), want)
+    with pytest.raises(UserError, match="no model of that name in the local Hugging Face cache"):
+        recognise_joint("someone/absent-clap")
