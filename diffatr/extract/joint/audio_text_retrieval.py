@@ -21,7 +21,7 @@ from .audio import CnnJointAudio
 from .cnn import MelSettings, load_cnn
 from .config import JointConfig, Runtime
 from .text import JointTextEncoder
-from .wavcaps import _check_chain, load_bert_side, projection, split_state
+from .wavcaps import _check_chain, load_bert_side, plain, projection, split_state
 
 DEFAULT_TEXT_MODEL = "bert-base-uncased"  # their settings.yaml
 AUDIO_PREFIX, TEXT_PREFIX = "audio_enc.audio_enc.", "text_enc.bert_encoder."
@@ -54,7 +54,7 @@ def load_audio_text_retrieval(
         "joint_model": cfg.model,
         "joint_kind": "audio_text_retrieval",
         "text_encoder": text_name,
-        "epoch": blob.get("epoch"),
+        "epoch": plain(blob.get("epoch")),
     }
     provenance = {
         "encoder": "joint:audio_text_retrieval",

@@ -62,6 +62,11 @@ def split_state(state: dict, prefix: str) -> dict:
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
+def plain(value):
+    """A JSON-safe copy of a value read from a checkpoint (numpy or tensor scalars -> str)."""
+    return json.loads(json.dumps(value, default=str))
+
+
 def model_config_json(config: dict) -> str:
     return json.dumps(config, sort_keys=True, default=str)
 
@@ -83,8 +88,8 @@ def load_wavcaps(
         "joint_kind": "wavcaps",
         "text_encoder": text_name,
         "model_config": model_config_json(config),
-        "embed_size": config.get("embed_size"),
-        "epoch": blob.get("epoch"),
+        "embed_size": plain(config.get("embed_size")),
+        "epoch": plain(blob.get("epoch")),
         "audio_architecture": f"{kind}:{model}",
     }
     provenance = {"encoder": "joint:wavcaps", "feature_kind": "joint", "checkpoint_sha256": sha256}
