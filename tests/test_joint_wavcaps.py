@@ -149,6 +149,8 @@ def test_wavcaps_cnn14_end_to_end(wavcaps, extracted):
     assert settings["text_encoder"] == str(folder) and settings["caption_cleanup"] == "wavcaps"
     assert json.loads(settings["model_config"])["embed_size"] == EMBED
     assert len(text_attrs["checkpoint_sha256"]) == 64
+    evaluated = CliRunner().invoke(main, ["evaluate", str(out)])  # joint: no phase 1 needed
+    assert evaluated.exit_code == 0 and "8 captions scored over 4 clips" in evaluated.output
     # the query-side interface gives the same vectors
     enc = load_joint_text_encoder(str(ckpt), text_encoder=str(folder))
     q = enc.encode(want_captions[::-1])
