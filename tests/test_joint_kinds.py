@@ -149,6 +149,13 @@ def test_refusals(files, tmp_path):
         load_joint_text_encoder(str(files["wavcaps"]), text_encoder="/no/such/folder")
 
 
+def test_a_joint_checkpoint_given_as_a_panns_checkpoint(files):
+    from diffatr.extract.panns import read_checkpoint
+
+    with pytest.raises(UserError, match=r"a wavcaps joint audio-text model.*--joint-model"):
+        read_checkpoint(files["wavcaps"])
+
+
 def test_backbone_options_are_refused_with_a_joint_model(files, tmp_path):
     result = CliRunner().invoke(
         main,
