@@ -132,13 +132,6 @@ def train_coattention_command(train_cache, val_cache, out, **settings):
     )
 
 
-def is_coattention_checkpoint(path: str) -> bool:
-    """Whether `diffatr evaluate --head` got a co-attention checkpoint (by its `format`)."""
-    from ..coattention.checkpoint import is_coattention_checkpoint as check
-
-    return check(path)
-
-
 def evaluate_coattention(cache, options: dict, cfg, submission, progress) -> dict:
     """`diffatr evaluate --head CKPT` with a co-attention CKPT: `options` are evaluate's head
     options. --topk and --alpha mean what they mean for a diffusion head; --mode gen (the

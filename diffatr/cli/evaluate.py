@@ -2,8 +2,9 @@
 
 import click
 
+from ..checkpoint_kinds import checkpoint_kind
 from . import main
-from .coattention import evaluate_coattention, is_coattention_checkpoint
+from .coattention import evaluate_coattention
 from .options import CACHE, given, only_with, only_with_head, parse_topk
 
 
@@ -170,7 +171,7 @@ def evaluate(
         if given(head):
             raise click.UsageError(only_with_head(given(head)))
         results = {"cosine": evaluate_cache(cache, cfg, submission=submission, progress=progress)}
-    elif is_coattention_checkpoint(head["head"]):
+    elif checkpoint_kind(head["head"]) == "coattention_head":
         results = evaluate_coattention(cache, head, cfg, submission, progress)
     else:
         from ..diffusion_head import RerankConfig

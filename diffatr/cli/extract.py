@@ -3,7 +3,7 @@
 import click
 
 from . import main
-from .options import CACHE
+from .options import CACHE, given
 
 
 @main.command(name="extract")
@@ -47,9 +47,21 @@ from .options import CACHE
 @click.option("--frames", is_flag=True, help="Also store frame-level audio features (ragged).")
 @click.option(
     "--text-encoder",
-    default="bert-base-uncased",
-    show_default=True,
-    help="Hugging Face model name (from the local cache) or a folder made with save_pretrained.",
+    default=None,
+    help="Hugging Face model name (from the local cache) or a folder made with save_pretrained "
+    "[default: bert-base-uncased; with --joint-model: the tokenizer and config of the text model "
+    "the checkpoint names, this folder or name when given].",
+)
+@click.option(
+    "--joint-model",
+    default="",
+    help="A contrastively trained audio-text model: a WavCaps retrieval or audio-text_retrieval "
+    "checkpoint, or a CLAP model (folder or cached hub name); writes a joint-space cache.",
+)
+@click.option(
+    "--no-clean-captions",
+    is_flag=True,
+    help="With --joint-model: feed captions as written, without the model's own clean-up.",
 )
 @click.option(
     "--pooling",
@@ -133,6 +145,8 @@ def extract_command(
     audio_feature,
     frames,
     text_encoder,
+    joint_model,
+    no_clean_captions,
     pooling,
     tokens,
     batch_size,
@@ -149,7 +163,8 @@ def extract_command(
     restart,
     overwrite,
 ):
-    """Encode CAPTIONS and the clips they name into the cache OUT (frozen PANNs + BERT).
+    """Encode CAPTIONS and the clips they name into the cache OUT (frozen PANNs + BERT, or
+    with --joint-model a contrastively trained model's joint space).
 
     Bad clips (missing, unreadable, empty) are reported, listed in the cache's skipped_clips
     attribute and left out with their captions. Finished chunks are kept in OUT.parts/: if the
@@ -158,7 +173,15 @@ def extract_command(
     `torchrun --standalone --nproc-per-node N -m diffatr.cli extract ...` (same options).
     """
     from ..extract import AudioEncoderConfig, ExtractConfig, TextEncoderConfig, extract
+    from ..extract.joint import JointConfig
 
+    backbone_only = given(["audio_encoder", "audio_checkpoint", "audio_feature", "pooling"])
+    if joint_model and backbone_only:
+        raise click.UsageError(
+            f"{', '.join(backbone_only)} do not apply with --joint-model (it brings its encoders)"
+        )
+    if no_clean_captions and not joint_model:
+        raise click.UsageError("--no-clean-captions only applies with --joint-model")
     cfg = ExtractConfig(
         format=fmt,
         audio=AudioEncoderConfig(
@@ -170,7 +193,14 @@ def extract_command(
             device=device,
         ),
         text=TextEncoderConfig(
-            name=text_encoder, pooling=pooling, tokens=tokens, precision=precision, device=device
+            name="" if joint_model else (text_encoder or "bert-base-uncased"),
+            pooling=pooling,
+            tokens=tokens,
+            precision=precision,
+            device=device,
+        ),
+        joint=JointConfig(
+            model=joint_model, text_encoder=text_encoder, clean_captions=not no_clean_captions
         ),
         batch_size=batch_size,
         text_batch_size=text_batch_size,

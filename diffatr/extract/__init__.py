@@ -3,7 +3,9 @@ frozen PANNs audio encoders and Hugging Face text encoders; resumable and distri
 
 Modules: `audio_io` (decoding), `panns`/`resnet38` (audio encoders), `captions` (caption files),
 `text` (text encoder), `batching` (equal-length batches), `parts` (one chunk -> one part
-cache), `resume` (the work folder), `distributed` (torchrun ranks), `run` (the pipeline).
+cache), `resume` (the work folder), `distributed` (torchrun ranks), `run` (the pipeline);
+`joint/`: contrastively trained audio-text models (WavCaps, audio-text_retrieval, CLAP) ->
+joint-space caches (`--joint-model`).
 """
 
 from .audio_io import SAMPLE_RATE, BadClip, ClipDataset, load_audio

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..checkpoint_kinds import JOINT_KINDS, kind_of_blob
 from ..checkpoints import file_sha256
 from ..device import resolve_device
 from ..errors import UserError
@@ -157,6 +158,12 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{file}: not a PyTorch checkpoint ({first}); {fix}") from None
+    kind = kind_of_blob(ckpt)
+    if kind in JOINT_KINDS:
+        raise UserError(
+            f"{file}: a {kind} joint audio-text model, not a PANNs checkpoint; pass it to "
+            "--joint-model (it writes a joint-space cache)"
+        )
     state = ckpt.get("model") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         found = sorted(map(str, ckpt))[:5] if isinstance(ckpt, dict) else type(ckpt).__name__

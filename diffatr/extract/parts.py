@@ -56,6 +56,7 @@ class PartSpec:
     audio_provenance: dict | None  # None: no /audio (text-only)
     text_provenance: dict | None  # None: no /text (audio-only)
     text_batch_size: int
+    space: str = "backbone"  # embedding_space of the cache: "backbone" or "joint"
 
 
 def warn(message: str) -> None:
@@ -152,7 +153,7 @@ def write_part(
         {"clip_id": clips[row].clip_id, "reason": result.skipped[row]} for row in result.skipped
     ]
     with CacheWriter(
-        path, dataset=spec.dataset, split=spec.split, space="backbone", dtype=spec.dtype
+        path, dataset=spec.dataset, split=spec.split, space=spec.space, dtype=spec.dtype
     ) as writer:
         root = {
             "skipped_clips": json.dumps(skipped, ensure_ascii=False),

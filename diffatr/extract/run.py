@@ -1,4 +1,5 @@
-"""Extraction: a caption file and its audio folder -> one cache (format v1, "backbone" space).
+"""Extraction: a caption file and its audio folder -> one cache (format v1): "backbone" space
+(frozen PANNs + BERT-family features), or "joint" space with `cfg.joint.model` (`joint/`).
 
 Reads: the caption file (`captions.read_captions`), the audio files, the encoders' weights.
 Writes: `OUT.parts/` (a manifest and one small cache per finished chunk of clips, see
@@ -44,6 +45,7 @@ from .distributed import (
     rank_device,
     ranks_from_env,
 )
+from .joint.config import JointConfig
 from .panns import AudioEncoderConfig
 from .parts import ChunkResult, PartSpec, encode_audio_chunks, warn, write_part
 from .resume import WorkFolder, flatten, text_sha256
@@ -64,6 +66,7 @@ class ExtractConfig:
     format: str = "auto"  # caption file format: auto, clotho, audiocaps, audiocaps_mei, ...
     audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)  # CNN14, pre_fc1
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)  # bert-base-uncased, cls
+    joint: JointConfig = field(default_factory=JointConfig)  # model "" = backbone encoders
     batch_size: int = 16  # clips per audio batch (only clips of one length share a batch)
     text_batch_size: int = 64  # captions per text batch (sorted by length inside a chunk)
     workers: int = 2  # DataLoader processes decoding audio; 0 decodes in the main process
@@ -201,6 +204,11 @@ def _check(cfg: ExtractConfig, audio_dir) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if cfg.workers < 0:
         raise UserError("--workers must be 0 or more")
+    if cfg.joint.model and cfg.audio.checkpoint:
+        raise UserError(
+            "--joint-model and --audio-checkpoint exclude each other: a joint model brings its "
+            "own audio encoder"
+        )
 
 
 def _prepare(job: _Job, found: str, restart: bool, overwrite: bool) -> dict:
@@ -246,7 +254,14 @@ def _encode(
         audio=replace(cfg.audio, device=rank_device(cfg.audio.device, ranks)),
         text=replace(cfg.text, device=rank_device(cfg.text.device, ranks)),
     )
-    audio_encoder, text_encoder = _encoder_factory(encoders)(rank_cfg)
+    try:
+        audio_encoder, text_encoder = _encoder_factory(encoders)(rank_cfg)
+    except UserError:
+        # A model refused before anything was encoded leaves no work folder behind (its
+        # manifest would make the corrected command look like a different run).
+        if ranks.is_main and not done and not any(folder.path.glob("part-*.h5")):
+            folder.remove()
+        raise
     spec = PartSpec(
         dataset=cfg.dataset,
         split=cfg.split,
@@ -254,6 +269,7 @@ def _encode(
         audio_provenance=None if cfg.text_only else _provenance(audio_encoder, cfg.audio.device),
         text_provenance=None if cfg.audio_only else _provenance(text_encoder, cfg.text.device),
         text_batch_size=cfg.text_batch_size,
+        space="joint" if cfg.joint.model else "backbone",
     )
     if done:
         folder.check_provenance(
@@ -319,7 +335,12 @@ def _encoder_factory(encoders: Callable | None) -> Callable:
 
 
 def default_encoders(cfg: ExtractConfig) -> tuple:
-    """The real encoders the config asks for: (AudioEncoder | None, TextEncoder | None)."""
+    """The real encoders the config asks for: (AudioEncoder | None, TextEncoder | None), or a
+    joint model's two sides (`joint/`)."""
+    if cfg.joint.model:
+        from .joint import joint_encoders
+
+        return joint_encoders(cfg)
     from .panns import AudioEncoder
     from .text import TextEncoder
 
