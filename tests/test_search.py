@@ -85,7 +85,7 @@ def test_joint_model_cache_uses_its_text_side(tmp_path, monkeypatch):
             return out / out.norm(dim=1, keepdim=True)
 
     def load_joint_text_encoder(path, text_encoder=None, device="cpu", clean_captions=True):
-        calls.append((path, text_encoder, device))
+        calls.append((path, text_encoder, device, clean_captions))
         return Stand()
 
     module = types.ModuleType("diffatr.extract.joint")
@@ -97,7 +97,10 @@ def test_joint_model_cache_uses_its_text_side(tmp_path, monkeypatch):
     out = tmp_path / "j.json"
     result = _run(cache, *QUERIES, "--k", 2, "--json", out)
     assert result.exit_code == 0, result.output
-    assert calls == [("/ckpt/wavcaps.pt", "bert", "cpu")]
+    assert calls == [("/ckpt/wavcaps.pt", "bert", "cpu", True)]
+    again = _run(cache, QUERIES[0], "--text-encoder", "/local/roberta")
+    assert again.exit_code == 0, again.output
+    assert calls[-1] == ("/ckpt/wavcaps.pt", "/local/roberta", "cpu", True)
     cos = _cosine(torch.stack([table[q] for q in QUERIES]).numpy(), audio)
     found = json.loads(out.read_text(encoding="utf-8"))
     for r, row in zip(found["results"], cos, strict=True):

@@ -13,7 +13,8 @@ Where the encoder comes from (the first that applies):
     plain           /text encoder = a hub name or folder, pooling = settings.pooling or
                     feature_kind (`diffatr extract`, or `cache import --text-encoder`);
                     a backbone cache needs --proj.
-`--text-encoder` / `--pooling` replace the recorded name / pooling.
+`--text-encoder` / `--pooling` replace the recorded name / pooling (for a joint model's cache,
+`--text-encoder` is the text model folder handed to the joint model's loader).
 """
 
 from dataclasses import dataclass
@@ -67,14 +68,17 @@ def query_encoder(
     settings = attrs.get("settings") if isinstance(attrs.get("settings"), dict) else {}
     encoder = str(attrs.get("encoder", ""))
     width = cache.embeddings("text").shape[1]
-    if encoder.startswith("joint:") and not text_encoder:
-        if proj:
-            raise UserError(f"{cache.path}: a joint model's cache needs no --proj")
+    if encoder.startswith("joint:"):
+        if proj or pooling:
+            raise UserError(f"{cache.path}: a joint model's cache takes no --proj or --pooling")
         from ..extract.joint import load_joint_text_encoder  # the joint-model extraction
 
         model = settings.get("joint_model", "")
         joint = load_joint_text_encoder(
-            model, text_encoder=settings.get("text_encoder"), device=device
+            model,
+            text_encoder=text_encoder or settings.get("text_encoder"),
+            device=device,
+            clean_captions=bool(settings.get("clean_captions", True)),
         )
         return QueryEncoder(f"{encoder} ({model})", lambda q: joint.encode(q).float().cpu())
     source = settings.get("source") if isinstance(settings.get("source"), dict) else None
