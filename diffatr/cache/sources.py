@@ -16,7 +16,7 @@ What each file may hold for a side ("audio" or "text"):
 
 import json
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +40,7 @@ class Source:
     dim: int  # width D
     names: dict[str, list] = field(default_factory=dict)  # id / caption / clip_id / audio_index
     meta: dict = field(default_factory=dict)  # diffatr's export metadata, when present
-    _read: object = None  # (rows per chunk) -> iterator of float arrays
+    _read: Callable[[int], Iterator[np.ndarray]] | None = None  # rows per chunk -> blocks
 
     def chunks(self, rows: int = 8192) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, float32 block (b, D)) over the whole file; refuses NaN and Inf."""
@@ -107,10 +107,10 @@ def _member_header(z: zipfile.ZipFile, member: str) -> tuple[tuple, bool, np.dty
 
 def _npz(path: Path, side: str) -> Source:
     try:
-        z = zipfile.ZipFile(path)
-        headers = {
-            m[: -len(".npy")]: _member_header(z, m) for m in z.namelist() if m.endswith(".npy")
-        }
+        with zipfile.ZipFile(path) as z:
+            headers = {
+                m[: -len(".npy")]: _member_header(z, m) for m in z.namelist() if m.endswith(".npy")
+            }
     except (zipfile.BadZipFile, ValueError, OSError) as e:
         raise CacheError(f"{path}: not a readable .npz file ({e})") from None
     own = f"{side}_embeddings"
@@ -134,7 +134,7 @@ def _npz(path: Path, side: str) -> Source:
         raise CacheError(f"{path}: array {key!r} is in Fortran order; save it C-ordered")
 
     def read(rows):
-        with z.open(f"{key}.npy") as f:
+        with zipfile.ZipFile(path) as z, z.open(f"{key}.npy") as f:
             _header(f)
             row_bytes = shape[1] * dtype.itemsize
             for start in range(0, shape[0], rows):
