@@ -275,3 +275,25 @@ def test_text_clip_ids_must_exist(tmp_path):
     _refused(
         _cli(out, "--audio", a, "--text", t), out, "t.parquet: row 1 belongs to clip 'nope.wav'"
     )
+
+
+def test_npz_with_one_matrix_or_several(tmp_path):
+    caps = _clotho(tmp_path / "caps.csv")
+    audio = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.savez(tmp_path / "a.npz", vectors=audio, names=np.array(["x", "y", "z"]))  # 1-D ignored
+    np.save(tmp_path / "t.npy", np.ones((6, 4), np.float32))
+    out = tmp_path / "o.h5"
+    result = _cli(
+        out, "--audio", tmp_path / "a.npz", "--text", tmp_path / "t.npy", "--captions", caps
+    )
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(_content(out)["audio"], audio)
+    np.savez(tmp_path / "two.npz", a=audio, b=audio)
+    out2 = tmp_path / "o2.h5"
+    _refused(
+        _cli(
+            out2, "--audio", tmp_path / "two.npz", "--text", tmp_path / "t.npy", "--captions", caps
+        ),
+        out2,
+        "two.npz: holds 2 2-D arrays (a, b)",
+    )
