@@ -1,4 +1,5 @@
-"""Install diffatr: `pip install torch==2.13.0 -e .` (add `[test]` for the test suite)."""
+"""Install diffatr: `pip install torch==2.13.0 -e .` (add `[test]` for the test suite,
+`[export]` for Parquet / safetensors / FAISS export and import)."""
 
 import re
 from pathlib import Path
@@ -33,6 +34,14 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
+        # Export to and import from other tools' formats (`diffatr cache export --format
+        # parquet|safetensors|faiss`, `diffatr cache import` of Parquet): each is the well-kept
+        # library of its format.
+        "export": [
+            "pyarrow>=14",
+            "safetensors>=0.4",
+            "faiss-cpu>=1.7.4",
+        ],
         "test": [
             "pytest>=7",
             "ruff>=0.5",

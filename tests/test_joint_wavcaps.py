@@ -224,3 +224,23 @@ def test_interrupted_joint_extraction_resumes_to_the_same_cache(wavcaps, tmp_pat
     result, _ = _extract(whole, wavcaps, tmp_path, ["--chunk-clips", "1"])
     assert result.exit_code == 0, result.output
     assert_same_cache(out, whole)
+
+
+def test_search_a_joint_cache_with_its_own_model(extracted, tmp_path):
+    """`diffatr search` on a real joint cache: a query equal to a stored caption gets that
+    caption's cached vector, so its hits are the cached text-to-audio cosine ranking."""
+    result, out, _, _ = extracted
+    assert result.exit_code == 0, result.output
+    with Cache(out) as cache:
+        a, t, ids = cache.embeddings("audio")[:], cache.embeddings("text")[:], cache.audio_ids()
+    queries = [CAPTIONS["two.wav"][1], CAPTIONS["long.wav"][0]]
+    found = tmp_path / "found.json"
+    searched = CliRunner().invoke(
+        main, ["search", str(out), *queries, "--k", "4", "--json", str(found)]
+    )
+    assert searched.exit_code == 0, searched.output
+    results = json.loads(found.read_text(encoding="utf-8"))["results"]
+    for r, row in zip(results, (t[3], t[6]), strict=True):
+        cos = l2(a.astype(np.float64)) @ l2(row.astype(np.float64))
+        assert [h["clip_id"] for h in r["hits"]] == [ids[j] for j in np.argsort(-cos)]
+        np.testing.assert_allclose([h["score"] for h in r["hits"]], np.sort(cos)[::-1], atol=1e-4)

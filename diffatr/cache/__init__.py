@@ -1,8 +1,9 @@
-"""The HDF5 cache format (v1): writing, reading, checking, describing, exporting, and the
-synthetic default split. The only package that touches h5py."""
+"""The HDF5 cache format (v1): writing, reading, checking, describing, exporting, importing
+other tools' arrays, and the synthetic default split. The only package that touches h5py."""
 
 from .export import FORMATS as EXPORT_FORMATS
 from .export import export
+from .importer import ClipNames, ImportConfig, import_embeddings
 from .info import describe, format_info
 from .reader import Cache, CacheTensors, Rows, load_tensors
 from .schema import FORMAT, FORMAT_VERSION, NO_CLIP, CacheError
@@ -22,6 +23,8 @@ __all__ = [
     "CacheError",
     "CacheTensors",
     "CacheWriter",
+    "ClipNames",
+    "ImportConfig",
     "Report",
     "Rows",
     "SequenceSyntheticConfig",
@@ -29,6 +32,7 @@ __all__ = [
     "describe",
     "export",
     "format_info",
+    "import_embeddings",
     "load_tensors",
     "make_synthetic",
     "make_synthetic_backbone",

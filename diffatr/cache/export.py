@@ -1,5 +1,6 @@
-"""Export a cache's embeddings for other tools: NumPy (.npz / .npy) or the TensorFlow
-Embedding Projector's TSV pair (vectors + metadata).
+"""Export a cache's embeddings for other tools: NumPy (.npz / .npy), the TensorFlow
+Embedding Projector's TSV pair (vectors + metadata), and through the `export` extra Parquet
+(`export_parquet.py`), safetensors (`export_safetensors.py`) and FAISS (`export_faiss.py`).
 
 Reads: a cache. Writes: files in an output folder, each atomically; embeddings are streamed in
 chunks, never held whole.
@@ -15,22 +16,38 @@ import numpy as np
 from tqdm import tqdm
 
 from ..atomic import atomic_open, atomic_path
+from .export_faiss import write_faiss
+from .export_parquet import write_parquet
+from .export_safetensors import write_safetensors
 from .reader import Cache, Rows
 from .schema import SIDES, CacheError
 
-FORMATS = ("npz", "npy", "tsv")
+FORMATS = ("npz", "npy", "tsv", "parquet", "safetensors", "faiss")
 
 
-def export(path: str | os.PathLike, fmt: str, out_dir: str | os.PathLike) -> list[Path]:
-    """Write the cache's embeddings, names and caption->clip index; return the files written."""
+def export(
+    path: str | os.PathLike, fmt: str, out_dir: str | os.PathLike, index_factory: str = "Flat"
+) -> list[Path]:
+    """Write the cache's embeddings, names and caption->clip index; return the files written.
+
+    `index_factory` (faiss only): the `faiss.index_factory` string of the index to build."""
     if fmt not in FORMATS:
         raise CacheError(f"export format must be one of {FORMATS}, not {fmt!r}")
+    if index_factory != "Flat" and fmt != "faiss":
+        raise CacheError("--index-factory only applies with --format faiss")
     out = Path(out_dir)
     with Cache(path) as cache:
         out.mkdir(parents=True, exist_ok=True)
         sides = [s for s in SIDES if cache.has(s)]
         if not sides:
             raise CacheError(f"{path}: holds neither /audio nor /text: nothing to export")
+        stem = Path(path).stem
+        if fmt == "parquet":
+            return write_parquet(cache, sides, out, stem)
+        if fmt == "safetensors":
+            return write_safetensors(cache, sides, out, stem)
+        if fmt == "faiss":
+            return write_faiss(cache, sides, out, stem, index_factory)
         arrays = _names(cache, sides)
         matrices = {f"{s}_embeddings": cache.embeddings(s) for s in sides}
         if fmt == "npz":

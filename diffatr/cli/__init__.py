@@ -38,7 +38,7 @@ def main():
     """
 
 
-from . import ablate, cache, coattention, contrastive, demo, evaluate, extract, head  # noqa: E402  (they register on `main`)
+from . import ablate, cache, coattention, contrastive, demo, evaluate, extract, head, search  # noqa: E402  (they register on `main`)
 
 __all__ = [
     "ablate",
@@ -50,4 +50,5 @@ __all__ = [
     "extract",
     "head",
     "main",
+    "search",
 ]

@@ -97,10 +97,11 @@ def _seeds(text: str) -> tuple[int, ...]:
 )
 @click.option(
     "--protocol",
-    type=click.Choice(["paper", "dcase"]),
+    type=click.Choice(["paper", "dcase", "dcase2025"]),
     default="paper",
     show_default=True,
-    help="paper: both directions (Mei et al.); dcase: text-to-audio (Task 6b).",
+    help="paper: both directions (Mei et al.); dcase: text-to-audio (Task 6b); dcase2025: "
+    "text-to-audio mAP@16 (DCASE 2025 Task 6) with each caption's own clip as relevant.",
 )
 @click.option(
     "--figure-query",

@@ -1,4 +1,4 @@
-"""`diffatr cache ...`: inspect, check, export, merge and synthesise cache files."""
+"""`diffatr cache ...`: inspect, check, export, import, merge and synthesise cache files."""
 
 import json
 import sys
@@ -51,10 +51,13 @@ def verify(path, strict):
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["npz", "npy", "tsv"]),
+    type=click.Choice(["npz", "npy", "tsv", "parquet", "safetensors", "faiss"]),
     required=True,
     help="npz: one NumPy archive; npy: one .npy per array plus attributes.json; "
-    "tsv: vectors.tsv + metadata.tsv for the Embedding Projector.",
+    "tsv: vectors.tsv + metadata.tsv for the Embedding Projector; parquet: one file per "
+    "modality, embedding as fixed_size_list<float32>; safetensors: tensors + attributes as "
+    "metadata, names in a JSON sidecar; faiss: one inner-product index per modality over "
+    "L2-normalised rows, ids in a JSON sidecar. The last three need pip install 'diffatr[export]'.",
 )
 @click.option(
     "--out",
@@ -64,12 +67,110 @@ def verify(path, strict):
     show_default=True,
     help="Folder to write into (created if missing).",
 )
-def export(path, fmt, out_dir):
+@click.option(
+    "--index-factory",
+    default="Flat",
+    show_default=True,
+    help="With --format faiss: the faiss.index_factory string (Flat = exact; e.g. "
+    "IVF256,Flat or HNSW32).",
+)
+def export(path, fmt, out_dir, index_factory):
     """Export embeddings, clip ids, captions and the caption->clip index."""
     from ..cache import export as run_export
 
-    for written in run_export(path, fmt, out_dir):
+    for written in run_export(path, fmt, out_dir, index_factory):
         click.echo(f"wrote {written}")
+
+
+@cache.command("import")
+@click.argument("out", type=CACHE)
+@click.option(
+    "--audio",
+    "audio",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Clip embeddings: .npy (rows = vectors), .npz (one 2-D array, or diffatr's npz "
+    "export) or .parquet (an `embedding` list column; `id` column for the clip ids).",
+)
+@click.option(
+    "--text",
+    "text",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Caption embeddings, as --audio (Parquet columns `caption`, `clip_id` or `audio_index`).",
+)
+@click.option(
+    "--captions",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A caption file `extract` reads (Clotho, AudioCaps, manifest): audio rows follow its "
+    "clips, text rows its captions (clip by clip, caption columns in order).",
+)
+@click.option(
+    "--caption-format",
+    default="auto",
+    show_default=True,
+    help="With --captions: its format (auto, clotho, audiocaps, audiocaps_mei, wavcaps, manifest).",
+)
+@click.option(
+    "--space",
+    type=click.Choice(["joint", "backbone"]),
+    default="joint",
+    show_default=True,
+    help="joint: audio and text comparable by cosine (one width); backbone: separate "
+    "encoders' features (phase-1 input).",
+)
+@click.option("--audio-encoder", default="", help="Record the audio model's name (provenance).")
+@click.option(
+    "--text-encoder",
+    default="",
+    help="Record the text model (hub name or folder): `diffatr search` embeds queries with it.",
+)
+@click.option(
+    "--pooling",
+    type=click.Choice(["cls", "mean"]),
+    default=None,
+    help="Record the text model's pooling (search embeds queries the same way).",
+)
+@click.option("--dataset", default="", help="Dataset name to record [default: the source's].")
+@click.option("--split", default="", help="Split name to record [default: the source's, or test].")
+@click.option("--float16", is_flag=True, help="Store embeddings as float16.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def import_(out, audio, text, captions, caption_format, **options):
+    """Build a cache OUT from embeddings other tools wrote (chunked; OUT appears only when
+    complete).
+
+    \b
+    diffatr cache import clap.h5 --audio audio.npy --text text.npy --captions clotho_eval.csv \\
+        --text-encoder /models/minilm --pooling mean
+    diffatr cache import back.h5 --audio test.audio.parquet --text test.text.parquet
+    """
+    from ..cache.importer import ImportConfig
+    from ..extract.import_cache import import_cache
+
+    cfg = ImportConfig(
+        space=options["space"],
+        audio_encoder=options["audio_encoder"],
+        text_encoder=options["text_encoder"],
+        pooling=options["pooling"] or "",
+        dataset=options["dataset"],
+        split=options["split"],
+        dtype="float16" if options["float16"] else "float32",
+    )
+    summary = import_cache(
+        out,
+        audio,
+        text,
+        cfg,
+        captions,
+        caption_format,
+        overwrite=options["overwrite"],
+        progress=sys.stderr.isatty(),
+    )
+    click.echo(
+        f"wrote {out}: {summary.n_audio} clips ({summary.audio_dim}-d), "
+        f"{summary.n_text} captions ({summary.text_dim}-d)"
+    )
 
 
 @cache.command()

@@ -12,11 +12,20 @@ from .options import CACHE, given, only_with, only_with_head, parse_topk
 @click.argument("cache", type=CACHE)
 @click.option(
     "--protocol",
-    type=click.Choice(["paper", "dcase"]),
+    type=click.Choice(["paper", "dcase", "dcase2025"]),
     default="paper",
     show_default=True,
     help="paper: both directions, R@1/5/10, mAP@10, medR, meanR (Mei et al.); "
-    "dcase: text-to-audio with a jackknife 95% interval for mAP@10 (Task 6b).",
+    "dcase: text-to-audio with a jackknife 95% interval for mAP@10 (Task 6b); "
+    "dcase2025: text-to-audio mAP@16 with several relevant clips per query (--relevance) "
+    "and its jackknife interval (DCASE 2025 Task 6).",
+)
+@click.option(
+    "--relevance",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="With --protocol dcase2025: the relevance annotations CSV (columns query, "
+    "audio_filenames, as the task published them) [default: each caption's own clip].",
 )
 @click.option(
     "--json",
@@ -30,7 +39,8 @@ from .options import CACHE, given, only_with, only_with_head, parse_topk
     type=click.Path(dir_okay=False),
     default=None,
     help="With --protocol dcase: write the Task 6b submission CSV "
-    "(caption,file_name_1..file_name_10) here.",
+    "(caption,file_name_1..file_name_10) here; with dcase2025: the 2025 predictions CSV "
+    "(index,<clip ids>: every caption's score for every clip).",
 )
 @click.option(
     "--device",
@@ -136,6 +146,7 @@ from .options import CACHE, given, only_with, only_with_head, parse_topk
 def evaluate(
     cache,
     protocol,
+    relevance,
     json_out,
     submission,
     device,
@@ -158,7 +169,15 @@ def evaluate(
     from ..evaluate import EvalConfig, evaluate_cache, format_table, write_json
 
     chunking = {"max_elements": max_elements} if max_elements else {}
-    cfg = EvalConfig(protocol=protocol, device=device, verify=not no_verify, **chunking)
+    if relevance is not None and protocol != "dcase2025":
+        raise click.UsageError("--relevance only applies with --protocol dcase2025")
+    cfg = EvalConfig(
+        protocol=protocol,
+        relevance=relevance or "",
+        device=device,
+        verify=not no_verify,
+        **chunking,
+    )
     progress = True  # a bar on a terminal, plain lines in a log
     baseline_options = {"bank": bank, "beta": beta, "dsl_temperature": dsl_temperature}
     if baseline is not None:

@@ -14,6 +14,7 @@ from ..cache import Cache, verify
 from ..device import resolve_device
 from ..errors import UserError
 from .dcase import SUBMISSION_COLUMNS, write_submission
+from .dcase2025 import dcase2025_protocol, read_relevance, write_predictions
 from .metrics import dcase_protocol, paper_protocol
 from .ranks import DEFAULT_MAX_ELEMENTS
 from .similarity import CosineScores, Scores
@@ -21,12 +22,14 @@ from .similarity import CosineScores, Scores
 # (text (Nt, D), audio (Na, D), device) -> the Scores to rank by
 ScoresFactory = Callable[[torch.Tensor, torch.Tensor, torch.device], Scores]
 
-PROTOCOLS = ("paper", "dcase")
+PROTOCOLS = ("paper", "dcase", "dcase2025")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    protocol: str = "paper"  # "paper": both directions (Mei et al.); "dcase": t2a + jackknife CI
+    protocol: str = "paper"  # "paper": both directions (Mei et al.); "dcase": t2a + jackknife CI;
+    #   "dcase2025": t2a mAP@16 with several relevant clips per query (DCASE 2025 Task 6)
+    relevance: str = ""  # dcase2025: the relevance CSV ("" = each caption's own clip)
     max_elements: int = DEFAULT_MAX_ELEMENTS  # similarity entries held at once (4 bytes each)
     device: str = "auto"  # "auto" = CUDA when present, else CPU
     verify: bool = True  # check the whole cache (NaN, index ranges, ...) before ranking
@@ -63,8 +66,12 @@ def evaluate_cache(
     protocol's metrics, optionally write a submission."""
     if cfg.protocol not in PROTOCOLS:
         raise UserError(f"protocol must be one of {PROTOCOLS}, not {cfg.protocol!r}")
-    if submission is not None and cfg.protocol != "dcase":
-        raise UserError("a submission CSV is a DCASE artefact: use --protocol dcase with it")
+    if submission is not None and cfg.protocol == "paper":
+        raise UserError(
+            "a submission CSV is a DCASE artefact: use --protocol dcase or dcase2025 with it"
+        )
+    if cfg.relevance and cfg.protocol != "dcase2025":
+        raise UserError("a relevance file is read by --protocol dcase2025 only")
     path = Path(path)
     if cfg.verify:
         verify(path).raise_if_bad()
@@ -79,9 +86,12 @@ def evaluate_cache(
         )
     index, ids, captions = data.audio_index, data.audio_ids, data.captions
     labelled = int((index >= 0).sum())
+    relevance = read_relevance(cfg.relevance, captions, ids) if cfg.relevance else None
+    if relevance is not None:
+        labelled = relevance.n_queries
     if labelled == 0:
         raise UserError(f"{path}: no caption has a clip (audio_index is all -1): nothing to score")
-    top = SUBMISSION_COLUMNS if submission is not None else 0
+    top = SUBMISSION_COLUMNS if submission is not None and cfg.protocol == "dcase" else 0
     if top and len(ids) < top:
         raise UserError(
             f"{path}: a submission lists {top} clips per caption; the cache has {len(ids)}"
@@ -99,6 +109,10 @@ def evaluate_cache(
     }
     if cfg.protocol == "paper":
         metrics = paper_protocol(scores, index, cfg.max_elements, progress)
+    elif cfg.protocol == "dcase2025":
+        metrics = dcase2025_protocol(scores, index, relevance, cfg.max_elements, progress)
+        if submission is not None:
+            write_predictions(submission, scores, captions, ids, cfg.max_elements)
     else:
         metrics, best = dcase_protocol(scores, index, cfg.max_elements, top, progress)
         if submission is not None:

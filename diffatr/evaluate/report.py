@@ -5,6 +5,7 @@ import math
 import os
 
 from ..atomic import atomic_open
+from .dcase2025 import format_dcase2025
 from .metrics import METRICS
 
 
@@ -13,6 +14,8 @@ def format_table(rows: dict[str, dict[str, float]], protocol: str) -> str:
 
     rows maps a system name (e.g. "cosine") to its metrics dict (keys like "t2a_R@1").
     """
+    if protocol == "dcase2025":
+        return format_dcase2025(rows)
     directions = [d for d in ("t2a", "a2t") if any(f"{d}_R@1" in m for m in rows.values())]
     has_ci = any("t2a_mAP@10_ci_low" in m for m in rows.values())
     name_w = max(len("system"), *(len(n) for n in rows))

@@ -44,7 +44,8 @@ class AblationConfig:
     baseline: BaselineConfig = BaselineConfig()  # their temperatures (the top-k is rerank's)
     coattention: CoAttentionConfig | None = None  # also the co-attention head's row (its
     #   frames and tokens must be in the caches; `diffatr project` carries them through)
-    protocol: str = "paper"  # "paper" (both directions) or "dcase" (t2a + jackknife CI)
+    protocol: str = "paper"  # "paper" (both directions), "dcase" (t2a + jackknife CI) or
+    #   "dcase2025" (t2a mAP@16; each caption's own clip is its one relevant clip)
     figure_query: str | int = "first-improved"  # Figure 3's query: the first the head moves
     #   to rank 1 (a chosen success, said on the figure), "first", or a caption row
     device: str = "auto"  # "auto" = CUDA when present, else CPU

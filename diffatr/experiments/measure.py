@@ -8,6 +8,7 @@ import torch
 
 from ..evaluate import dcase_protocol, t2a_ranks
 from ..evaluate.curves import recall_from_ranks
+from ..evaluate.dcase2025 import dcase2025_protocol
 from ..evaluate.metrics import paper_from_ranks
 from ..evaluate.ranks import a2t_ranks
 from ..evaluate.similarity import Scores
@@ -20,6 +21,8 @@ def measure(scores: Scores, audio_index: torch.Tensor, protocol: str, progress=F
     if protocol == "dcase":
         metrics, _ = dcase_protocol(scores, audio_index, progress=progress)
         return {"metrics": metrics}
+    if protocol == "dcase2025":  # each caption's own clip: the split has no relevance file
+        return {"metrics": dcase2025_protocol(scores, audio_index)}
     t2a, _ = t2a_ranks(scores, audio_index, progress=progress)
     a2t = a2t_ranks(scores, audio_index, progress=progress)
     curves = recall_from_ranks(t2a, a2t, audio_index, CURVE_KS)

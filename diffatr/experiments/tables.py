@@ -16,7 +16,11 @@ from ..atomic import atomic_open
 from ..evaluate.metrics import METRICS
 from .grids import TABLES
 
-PROTOCOL_NAMES = {"paper": "paper protocol (Mei et al.)", "dcase": "DCASE Task 6b protocol"}
+PROTOCOL_NAMES = {
+    "paper": "paper protocol (Mei et al.)",
+    "dcase": "DCASE Task 6b protocol",
+    "dcase2025": "DCASE 2025 Task 6 protocol (mAP@16)",
+}
 SHOWN = ("R@1", "R@5", "R@10")  # the paper's columns; results.json/csv hold every metric
 
 

@@ -1,0 +1,185 @@
+"""The DCASE 2025 protocol: mAP@16 with several relevant clips per query against a naive
+oracle (walk the ranked list, count hits), the reduction to 1/rank AP with one relevant clip,
+block-size independence, the jackknife interval, the relevance file and the predictions CSV."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from retrieval_oracle import as_rows, oracle_order, oracle_t2a_ranks
+
+from diffatr.cache import CacheWriter
+from diffatr.cli import main
+from diffatr.errors import UserError
+from diffatr.evaluate import DenseScores, dcase_protocol, jackknife_interval
+from diffatr.evaluate.dcase2025 import (
+    Relevance,
+    dcase2025_protocol,
+    own_clip_relevance,
+    read_relevance,
+)
+
+
+def oracle_ap(scores: list[float], relevant: set[int], k: int = 16) -> float:
+    """Walk the ranking top down; at each relevant clip within k add hits-so-far / rank."""
+    hits, total = 0, 0.0
+    for rank, clip in enumerate(oracle_order(scores), 1):
+        if clip in relevant:
+            hits += 1
+            if rank <= k:
+                total += hits / rank
+    return total / len(relevant)
+
+
+def oracle_best(scores: list[float], relevant: set[int]) -> int:
+    return next(r for r, c in enumerate(oracle_order(scores), 1) if c in relevant)
+
+
+def _relevance(sets: dict[int, set[int]]) -> Relevance:
+    rows = sorted(sets)
+    sizes = [len(sets[r]) for r in rows]
+    return Relevance(
+        np.array(rows, np.int64),
+        np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        np.array([c for r in rows for c in sorted(sets[r])], np.int64),
+    )
+
+
+@pytest.mark.parametrize("max_elements", [1, 7, 40, 1 << 22])
+def test_map16_matches_the_oracle_with_several_relevant_clips(max_elements):
+    g = torch.Generator().manual_seed(0)
+    nt, na = 23, 40
+    S = torch.round(torch.randn(nt, na, generator=g) * 2) / 2  # coarse: many ties
+    rng = np.random.default_rng(0)
+    queries = sorted(rng.choice(nt, size=15, replace=False).tolist())
+    sets = {
+        q: set(rng.choice(na, size=int(rng.integers(1, 6)), replace=False).tolist())
+        for q in queries
+    }
+    rows = as_rows(S)
+    ap = [oracle_ap(rows[q], sets[q]) for q in queries]
+    best = [oracle_best(rows[q], sets[q]) for q in queries]
+    got = dcase2025_protocol(DenseScores(S), torch.full((nt,), -1), _relevance(sets), max_elements)
+    assert got["t2a_mAP@16"] == pytest.approx(100 * np.mean(ap), abs=1e-9)
+    for k in (1, 5, 10):
+        assert got[f"t2a_R@{k}"] == pytest.approx(100 * np.mean([b <= k for b in best]))
+    low, high = jackknife_interval(100 * np.array(ap))
+    assert (got["t2a_mAP@16_ci_low"], got["t2a_mAP@16_ci_high"]) == pytest.approx((low, high))
+    assert any(0 < a < 1 for a in ap) and any(a == 0 for a in ap)  # a case with teeth
+
+
+def test_one_relevant_clip_reduces_to_one_over_rank():
+    g = torch.Generator().manual_seed(1)
+    S = torch.randn(30, 25, generator=g)
+    index = torch.randint(0, 25, (30,), generator=g)
+    index[[3, 7]] = -1
+    ranks = [r for r in oracle_t2a_ranks(S, index.tolist()) if r > 0]
+    got = dcase2025_protocol(DenseScores(S), index)  # no relevance file: own clips
+    want = np.mean([1 / r if r <= 16 else 0 for r in ranks]) * 100
+    assert got["t2a_mAP@16"] == pytest.approx(want)
+    dcase, _ = dcase_protocol(DenseScores(S), index)
+    for k in (1, 5, 10):
+        assert got[f"t2a_R@{k}"] == pytest.approx(dcase[f"t2a_R@{k}"])
+    rel = own_clip_relevance(index)
+    assert rel.n_queries == 28 and rel.clips.tolist() == index[index >= 0].tolist()
+
+
+def test_map16_counts_only_ranks_up_to_16():
+    S = torch.arange(20, 0, -1, dtype=torch.float32)[None]  # clip c has rank c + 1
+    rel = _relevance({0: {1, 16, 17}})  # ranks 2, 17, 18: only the first counts
+    got = dcase2025_protocol(DenseScores(S), torch.tensor([-1]), rel)
+    assert got["t2a_mAP@16"] == pytest.approx(100 * (1 / 2) / 3)
+    rel = _relevance({0: {0, 1, 15}})  # ranks 1, 2, 16: (1/1 + 2/2 + 3/16) / 3
+    got = dcase2025_protocol(DenseScores(S), torch.tensor([-1]), rel)
+    assert got["t2a_mAP@16"] == pytest.approx(100 * (1 + 1 + 3 / 16) / 3)
+
+
+CAPTIONS = ["a dog barks", "rain, on a roof", "wind", "query only"]
+IDS = ["a.wav", "b.wav", "c d.wav"]
+
+
+def _write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_read_relevance(tmp_path):
+    f = _write(
+        tmp_path / "rel.csv",
+        "query,audio_filenames,extra\n"
+        "\"rain, on a roof\",\"['b.wav', 'c d.wav']\",x\n"
+        "query only,a.wav,y\n",
+    )
+    rel = read_relevance(f, CAPTIONS, IDS)
+    assert rel.rows.tolist() == [1, 3]
+    assert rel.offsets.tolist() == [0, 2, 3]
+    assert rel.clips.tolist() == [1, 2, 0]
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("q,files\nwind,a.wav\n", "needs the columns query,audio_filenames"),
+        ("query,audio_filenames\nsnow,a.wav\n", ":2: query 'snow' is not a caption"),
+        ("query,audio_filenames\nwind,\"['x.wav']\"\n", ":2: clip 'x.wav' is not a clip"),
+        ("query,audio_filenames\nwind,a.wav\nwind,b.wav\n", ":3: query 'wind' is listed twice"),
+        ("query,audio_filenames\nwind,\"['a.wav'\"\n", "is not a list literal"),
+        ("query,audio_filenames\nwind,[]\n", "has no relevant clip"),
+        ("query,audio_filenames\n", "lists no query"),
+    ],
+)
+def test_relevance_refusals(tmp_path, body, message):
+    with pytest.raises(UserError, match=message.replace("[", r"\[")):
+        read_relevance(_write(tmp_path / "rel.csv", body), CAPTIONS, IDS)
+
+
+def test_evaluate_cli_with_relevance_and_predictions(tmp_path):
+    rng = np.random.default_rng(3)
+    audio = rng.standard_normal((3, 4)).astype(np.float32)
+    text = rng.standard_normal((4, 4)).astype(np.float32)
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, dataset="clotho", split="eval", space="joint") as w:
+        w.add_audio(IDS, audio)
+        w.add_text(CAPTIONS, [0, 1, 2, -1], text)
+    rel = _write(
+        tmp_path / "rel.csv",
+        "query,audio_filenames\n\"rain, on a roof\",\"['b.wav', 'c d.wav']\"\nquery only,a.wav\n",
+    )
+    pred = tmp_path / "pred.csv"
+    args = ["evaluate", str(cache), "--protocol", "dcase2025", "--relevance", str(rel)]
+    result = CliRunner().invoke(
+        main, [*args, "--submission", str(pred), "--json", str(tmp_path / "m.json")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "DCASE 2025 Task 6 protocol" in result.output and "mAP@16" in result.output
+    assert "2 captions scored over 3 clips" in result.output
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    cos = unit(text) @ unit(audio).T
+    want = np.mean([oracle_ap(cos[1].tolist(), {1, 2}), oracle_ap(cos[3].tolist(), {0})])
+    import json
+
+    metrics = json.loads((tmp_path / "m.json").read_text())["metrics"]
+    assert metrics["t2a_mAP@16"] == pytest.approx(100 * want, abs=1e-4)
+    with open(pred, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["index", *IDS]
+    assert [r[0] for r in rows[1:]] == CAPTIONS
+    np.testing.assert_allclose(np.array([r[1:] for r in rows[1:]], float), cos, atol=1e-5)
+    bad = CliRunner().invoke(main, ["evaluate", str(cache), "--relevance", str(rel)])
+    assert bad.exit_code == 2 and "--relevance only applies with --protocol dcase2025" in bad.output
+
+
+def test_ablation_measure_and_table_know_dcase2025():
+    from diffatr.experiments.measure import measure
+    from diffatr.experiments.tables import format_ablation, summarise
+
+    g = torch.Generator().manual_seed(4)
+    S, index = torch.randn(12, 6, generator=g), torch.randint(0, 6, (12,), generator=g)
+    record = measure(DenseScores(S), index, "dcase2025")
+    assert "curves" not in record
+    assert record["metrics"] == dcase2025_protocol(DenseScores(S), index)
+    rows = [{"train": "d", "test": "d", "row": "K=10", "system": "cosine", "seed": 0, **record}]
+    text = format_ablation("steps", summarise(rows), "dcase2025")
+    assert "DCASE 2025 Task 6 protocol (mAP@16)" in text
