@@ -6,19 +6,7 @@ import click
 
 from ..experiments import TABLE_NAMES
 from . import main
-from .options import parse_topk
-
-
-def _seeds(text: str) -> tuple[int, ...]:
-    try:
-        seeds = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise click.BadParameter(
-            "a comma-separated list of integers", param_hint="--seeds"
-        ) from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise click.BadParameter("at least one seed, none twice", param_hint="--seeds")
-    return seeds
+from .options import parse_seeds, parse_topk
 
 
 @main.command("ablate")
@@ -143,7 +131,7 @@ def ablate(tables, data, out, seeds, epochs, batch_size, K, topk, contrastive_ep
     elif flags["coattention_epochs"] is not None:
         raise click.UsageError("--coattention-epochs only applies with --coattention VARIANT")
     cfg = AblationConfig(
-        seeds=_seeds(seeds),
+        seeds=parse_seeds(seeds),
         head=replace(base.head, epochs=epochs, batch_size=batch_size, K=K, compiled=compiled),
         rerank=replace(base.rerank, topk=parse_topk(topk), compiled=compiled),
         contrastive=contrastive,

@@ -19,3 +19,14 @@ def given(names) -> list[str]:
     ctx = click.get_current_context()
     source = click.core.ParameterSource.COMMANDLINE
     return [f"--{n.replace('_', '-')}" for n in names if ctx.get_parameter_source(n) == source]
+
+
+def parse_seeds(text: str, hint: str = "--seeds") -> tuple[int, ...]:
+    """`--seeds 0,1,2`: distinct integers, comma-separated."""
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of integers", param_hint=hint) from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise click.BadParameter("at least one seed, none twice", param_hint=hint)
+    return seeds

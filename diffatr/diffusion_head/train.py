@@ -78,6 +78,17 @@ class HeadJob:
     rerank: RerankConfig = RerankConfig()
 
 
+def seed_jobs(
+    train_path, val_path, folder, cfg: HeadConfig, rerank: RerankConfig, seeds
+) -> list[HeadJob]:
+    """One job per seed on the same caches: head S goes to FOLDER/seed{S}.pt."""
+    folder = Path(folder)
+    if folder.is_file():
+        raise UserError(f"{folder}: a file; with several seeds --out names a folder")
+    return [HeadJob(train_path, val_path, folder / f"seed{s}.pt", replace(cfg, seed=s), rerank)
+            for s in seeds]  # fmt: skip
+
+
 def train_heads(
     jobs: list[HeadJob], progress: bool = True, echo: Callable[[str], None] = print
 ) -> list[Head]:
