@@ -94,6 +94,12 @@ from .options import parse_seeds, parse_topk
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1.")
 @click.option("--no-compile", is_flag=True, help="Train and sample without torch.compile (eager).")
+@click.option(
+    "--no-stack",
+    is_flag=True,
+    help="Train the seeds' heads one after another instead of as one stacked computation "
+    "(the same heads either way, to float rounding; stacked is faster).",
+)
 def ablate(tables, data, out, seeds, epochs, batch_size, K, topk, contrastive_epochs, **flags):
     """Run the ablation TABLES (or `all`) over caches and seeds; print paper-style tables.
 
@@ -139,6 +145,7 @@ def ablate(tables, data, out, seeds, epochs, batch_size, K, topk, contrastive_ep
         coattention=coattention,
         protocol=flags["protocol"],
         device=flags["device"],
+        stack_heads=not flags["no_stack"],
     )
     names = list(TABLE_NAMES) if "all" in tables else list(dict.fromkeys(tables))
     if "all" in tables and len(data) < 2:

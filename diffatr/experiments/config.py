@@ -46,3 +46,5 @@ class AblationConfig:
     #   frames and tokens must be in the caches; `diffatr project` carries them through)
     protocol: str = "paper"  # "paper" (both directions) or "dcase" (t2a + jackknife CI)
     device: str = "auto"  # "auto" = CUDA when present, else CPU
+    stack_heads: bool = True  # train a row's seeds' heads as one stacked computation (each as
+    #   trained alone; False: one after another, as before)
