@@ -25,6 +25,7 @@ from ..device import flush_denormal, resolve_device
 from ..errors import UserError
 from ..evaluate import paper_protocol
 from ..history import write_history
+from ..threads import tick, training_threads
 from .batches import clip_unique_batches
 from .checkpoint import Head, save_head
 from .config import HeadConfig, RerankConfig
@@ -98,7 +99,7 @@ def train_heads(
     settings; each head gets exactly what `train_head` would give it alone (to float rounding):
     its own batches, noise, optimiser, validation, best epoch, checkpoint and logs.
     """
-    with flush_denormal():
+    with flush_denormal(), training_threads():
         return _train(jobs, progress, echo)
 
 
@@ -234,6 +235,7 @@ def run_epoch(
     total, count = 0.0, 0
     bar = tqdm(batches, desc=desc, unit="batch", disable=not progress)
     for rows in bar:
+        tick()  # the thread count for a shared machine (diffatr/threads.py)
         t, a = text[rows.to(text.device)], audio[index[rows].to(audio.device)]  # (B, D) each
         total, count = total + trainer.step(t, a, g), count + 1
         bar.set_postfix(loss=f"{total / count:.4f}")
@@ -249,6 +251,7 @@ def run_epoch_heads(
     total, count = [0.0] * H, [0] * H
     bar = tqdm(range(max(map(len, batches))), desc=desc, unit="batch", disable=not progress)
     for i in bar:
+        tick()  # the thread count for a shared machine (diffatr/threads.py)
         step = []
         for r, b in zip(runs, batches, strict=True):
             if i >= len(b):
