@@ -10,7 +10,8 @@ The policy ("adaptive", the default): inside `training_threads()`, every `INTERV
 `tick()` measures how many cores the *other* processes used since the last look (all CPU
 time in /proc/stat minus this process's own) and sets torch's thread count to the cores left
 (at most the count on entry, at least 1; the first guess, before any step, is the 1-minute load
-average); on leaving, the entry count is restored. On an idle machine nothing changes. DIFFATR_THREADS=off turns it off; DIFFATR_THREADS=N fixes N threads.
+average); on leaving, the entry count is restored. On an idle machine nothing changes.
+DIFFATR_THREADS=off turns it off; DIFFATR_THREADS=N fixes N threads.
 """
 
 import contextlib
