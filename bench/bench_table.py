@@ -27,6 +27,7 @@ from diffatr.diffusion_head.stacked import group_losses
 from diffatr.diffusion_head.trainer import HeadTrainer
 from diffatr.experiments.config import AblationConfig, Dataset
 from diffatr.experiments.runner import Ablation
+from diffatr.threads import tick, training_threads
 
 
 def caches(root: Path, scale: float) -> Dataset:
@@ -34,6 +35,7 @@ def caches(root: Path, scale: float) -> Dataset:
     paths = []
     for i, (split, (clips, caps)) in enumerate(sizes.items()):
         n = max(40, round(clips * scale))
+        root.mkdir(parents=True, exist_ok=True)
         path = root / f"{split}.h5"
         make_synthetic(
             path, SyntheticConfig(n_clips=n, captions_per_clip=caps, seed=i), split=split
@@ -78,11 +80,12 @@ def per_batch(heads: int, batches: int) -> float:
     trainer = HeadTrainer(512, HeadConfig(), total_steps=10_000, seeds=range(heads))
     g = [torch.Generator().manual_seed(h) for h in range(heads)]
     data = [(torch.randn(32, 512), torch.randn(32, 512), g[h]) for h in range(heads)]
-    with flush_denormal():
+    with flush_denormal(), training_threads():  # training's thread policy
         for _ in range(3):
             trainer.step_heads(data)
         t = time.perf_counter()
         for _ in range(batches):
+            tick()
             trainer.step_heads(data)
     return (time.perf_counter() - t) / batches
 
@@ -101,6 +104,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-table-") as tmp:
             root = Path(tmp)
             data = caches(root, args.scale)
+            # both modes once on tiny caches first: every graph (G = 2 and 6, inference) is
+            # compiled before the timed runs, so neither pays the compile warm-up
+            tiny = caches(root / "tiny", 0.002)
+            for stack in (True, False):
+                table(tiny, root / f"warm-{stack}", 1, stack)
             print(f"ablate strategy, seeds 0,1,2, {epochs} epoch(s), scale {args.scale}:")
             seconds = {}
             for stack in (True, False):
