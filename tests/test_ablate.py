@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from diffatr.cache import (
@@ -21,7 +22,7 @@ from diffatr.cache import (
 from diffatr.cli import main
 from diffatr.coattention import CoAttentionConfig
 from diffatr.contrastive import ContrastiveConfig
-from diffatr.diffusion_head import HeadConfig, RerankConfig
+from diffatr.diffusion_head import HeadConfig, RerankConfig, load_head
 from diffatr.experiments import runner as runner_module
 from diffatr.experiments.config import AblationConfig, Dataset
 from diffatr.experiments.runner import Ablation
@@ -92,33 +93,66 @@ def test_strategy_table_files_regenerate_the_table(tmp_path, joint):
     assert len(records[0]["curves"]["t2a"]) == 100
 
 
+@pytest.mark.parametrize("stack", [False, True], ids=["one-by-one", "stacked"])
 def test_an_interrupted_ablation_resumes_and_ends_as_an_uninterrupted_one(
-    tmp_path, joint, monkeypatch
+    tmp_path, joint, monkeypatch, stack
 ):
-    whole = Ablation(tmp_path / "whole", FAST, echo=lambda _: None)
+    cfg = replace(FAST, stack_heads=stack)
+    whole = Ablation(tmp_path / "whole", cfg, echo=lambda _: None)
     expected = whole.run(["strategy"], [joint])["strategy"]
     calls = {"n": 0}
-    real = runner_module.train_head
+    name = "train_heads" if stack else "train_head"
+    real = getattr(runner_module, name)
+    crash_at = 1 if stack else 2  # stacked: both seeds' heads are one call
 
-    def crash_on_second(*args, **kwargs):
+    def crash(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == crash_at:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "train_head", crash_on_second)
-    first = Ablation(tmp_path / "cut", FAST, echo=lambda _: None)
+    monkeypatch.setattr(runner_module, name, crash)
+    first = Ablation(tmp_path / "cut", cfg, echo=lambda _: None)
     with pytest.raises(KeyboardInterrupt):
         first.run(["strategy"], [joint])
-    monkeypatch.setattr(runner_module, "train_head", real)
-    again = Ablation(tmp_path / "cut", FAST, echo=lambda _: None)
+    monkeypatch.setattr(runner_module, name, real)
+    again = Ablation(tmp_path / "cut", cfg, echo=lambda _: None)
     assert again.run(["strategy"], [joint])["strategy"] == expected
     assert set(first.ran) <= set(again.reused)  # nothing finished before was redone
     assert not set(again.ran) & set(first.ran)
     assert any(name.startswith("head-") for name in again.ran)  # the interrupted head
-    third = Ablation(tmp_path / "cut", FAST, echo=lambda _: None)
+    third = Ablation(tmp_path / "cut", cfg, echo=lambda _: None)
     third.run(["strategy"], [joint])
     assert third.ran == []
+
+
+def test_stacked_seeds_fill_the_same_runs_with_the_same_heads(tmp_path, joint, monkeypatch):
+    """The default (seeds' heads stacked) and one-by-one training fill the same run folders
+    (the store does not change) with the same heads, to float rounding; stacked, the heads
+    are one `train_heads` call per table row and no `train_head` call."""
+    cfg = replace(FAST, seeds=(0, 1, 2), baselines=())
+    seq = Ablation(tmp_path / "seq", replace(cfg, stack_heads=False), echo=lambda _: None)
+    seq.run(["strategy"], [joint])
+    calls = []
+    real = runner_module.train_heads
+    monkeypatch.setattr(runner_module, "train_head", None)  # must not be called
+    monkeypatch.setattr(runner_module, "train_heads", lambda jobs, *a: calls.append(jobs) or
+                        real(jobs, *a))  # fmt: skip
+    echoed = []
+    stacked = Ablation(tmp_path / "stk", cfg, echo=echoed.append)
+    stacked.run(["strategy"], [joint])
+    assert [len(jobs) for jobs in calls] == [3]
+    assert any("seeds 0,1,2) as one stacked computation" in line for line in echoed)
+    heads = sorted(n for n in seq.ran if n.startswith("head-"))
+    assert heads == sorted(n for n in stacked.ran if n.startswith("head-")) and len(heads) == 3
+    for name in heads:
+        a = load_head(tmp_path / "seq" / "runs" / name / "head.pt")
+        b = load_head(tmp_path / "stk" / "runs" / name / "head.pt")
+        assert a.meta["epoch"] == b.meta["epoch"] == 1
+        for d in ("t2a", "a2t"):
+            for (k, x), y in zip(a.__dict__[d].state_dict().items(),
+                                 b.__dict__[d].state_dict().values(), strict=True):  # fmt: skip
+                torch.testing.assert_close(y, x, rtol=0, atol=2e-5, msg=f"{name} {d} {k}")
 
 
 def test_eval_only_grids_share_one_head_and_skip_steps_above_K(tmp_path, joint):

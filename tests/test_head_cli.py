@@ -216,3 +216,24 @@ def test_head_options_without_head_are_a_usage_error(files) -> None:
     result = CliRunner().invoke(main, ["evaluate", str(files["val"]), "--topk", "8"])
     assert result.exit_code == 2
     assert "--topk applies only with --head CHECKPOINT or --baseline NAME" in result.output
+
+
+def test_train_head_seeds_writes_one_checkpoint_per_seed_in_a_folder(files, tmp_path) -> None:
+    folder = tmp_path / "heads"
+    args = ["train-head", files["train"], "--val", files["val"], "--epochs", "1"]
+    args += ["--batch-size", "8", "--steps-K", "10", "--no-compile"]
+    result = run(*args, "--out", folder, "--seeds", "3,5")
+    assert result.exit_code == 0, result.output
+    for s in (3, 5):
+        assert f"wrote {folder / f'seed{s}.pt'}" in result.output
+        assert load_head(folder / f"seed{s}.pt").config.seed == s
+        assert (folder / f"seed{s}.pt.log.json").is_file()
+    # seed 3 trained with seed 5 beside it: the same head as trained alone (the fixture)
+    alone, together = load_head(files["ckpt"]), load_head(folder / "seed3.pt")
+    if alone.meta["epoch"] == together.meta["epoch"]:
+        torch.testing.assert_close(
+            together.t2a.q_proj.weight, alone.t2a.q_proj.weight, atol=2e-5, rtol=0
+        )
+    assert run(*args, "--out", folder, "--seeds", "1,1").exit_code == 2
+    assert run(*args, "--out", folder, "--seeds", "1,2", "--seed", "4").exit_code == 2
+    assert run(*args, "--out", folder).exit_code == 2  # a folder without --seeds

@@ -12,7 +12,7 @@ import torch
 
 from diffatr.cache import CacheWriter, SyntheticConfig, load_tensors, make_synthetic
 from diffatr.diffusion_head import DiffusionScores, HeadConfig, RerankConfig, load_head
-from diffatr.diffusion_head.train import SELECT_ON, train_head
+from diffatr.diffusion_head.train import SELECT_ON, HeadJob, train_head, train_heads
 from diffatr.diffusion_head.trainer import HeadTrainer
 from diffatr.errors import UserError
 from diffatr.evaluate import paper_protocol
@@ -237,3 +237,57 @@ def test_batches_far_below_the_batch_size_are_warned_about(caches, tmp_path, cap
     )  # fmt: skip
     err = capsys.readouterr().err
     assert re.search(r"val\.h5: batches average [\d.]+ pairs, not 80: too few distinct", err)
+
+
+def test_heads_trained_together_equal_each_trained_alone(caches, tmp_path, monkeypatch) -> None:
+    """train_heads (one stacked computation over seeds 0, 1, 2) against train_head per seed:
+    the same trained weights to float rounding, the same logs, a checkpoint and logs per head.
+    The seeds' epochs end in short batches and different batch counts, which step per head."""
+    trainers = []
+    real_init = HeadTrainer.__init__
+
+    def record(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        trainers.append(self)
+
+    monkeypatch.setattr(HeadTrainer, "__init__", record)
+    seeds = (0, 1, 2)
+    jobs = [
+        HeadJob(caches["train"], caches["val"], tmp_path / f"seed{s}.pt", replace(CFG, seed=s),
+                replace(RERANK, seed=s))
+        for s in seeds
+    ]  # fmt: skip
+    together = train_heads(jobs, False, lambda _: None)
+    val = load_tensors(caches["val"])
+    one = {"t2a": 100 / len(val.text), "a2t": 100 / len(val.audio)}
+    for h, (s, head) in enumerate(zip(seeds, together, strict=True)):
+        alone = train(caches, tmp_path / f"alone{s}.pt", seed=s)
+        # the weights after the last epoch (the checkpoint holds the best epoch's EMA, and a
+        # validation near-tie could pick another epoch)
+        for d in ("t2a", "a2t"):
+            got = dict(trainers[0].heads_nets[h][d].named_parameters())
+            for name, want in trainers[-1].nets[d].named_parameters():
+                torch.testing.assert_close(got[name], want, rtol=0, atol=2e-5, msg=f"{s} {name}")
+        # the logged losses agree; validation ranks may flip a near-tie (the weights differ in
+        # the last bits), so each recall agrees to one query
+        want, got = alone.meta["history"], head.meta["history"]
+        assert [r["epoch"] for r in got] == [r["epoch"] for r in want]
+        for a, b in zip(got, want, strict=True):
+            assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+            for key in SELECT_ON:
+                assert abs(a[key] - b[key]) <= one[key[:3]] + 1e-9, key
+        score = [sum(row[k] for k in SELECT_ON) for row in got]
+        assert head.meta["epoch"] == 1 + int(np.argmax(score))
+        assert_same_weights(load_head(tmp_path / f"seed{s}.pt"), head)
+        assert json.loads((tmp_path / f"seed{s}.pt.log.json").read_text()) == got
+
+
+def test_heads_trained_together_must_share_their_settings(caches, tmp_path) -> None:
+    jobs = [
+        HeadJob(caches["train"], caches["val"], tmp_path / "a.pt", CFG, RERANK),
+        HeadJob(caches["train"], caches["val"], tmp_path / "b.pt", replace(CFG, seed=1, K=20)),
+    ]
+    with pytest.raises(ValueError, match="differ only in their seed"):
+        train_heads(jobs, False, lambda _: None)
+    with pytest.raises(ValueError, match="seeds trained together must differ"):
+        train_heads([jobs[0], replace(jobs[0], out=tmp_path / "c.pt")], False, lambda _: None)

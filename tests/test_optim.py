@@ -72,3 +72,32 @@ def test_weight_decay_reaches_matrices_only() -> None:
     params, ema = tensors(1)
     opt = FusedAdamWEMA(params, ema, WD, CLIP, DECAY, compiled=False)
     assert opt.decays == [WD, 0.0, WD, WD]  # (2, 5) is a stacked bias: no decay
+
+
+def test_heads_stacked_step_each_as_alone_with_their_own_clip_and_lr() -> None:
+    """Two heads on one leading axis (rows 0-1: head 0, rows 2-3: head 1): head 0's gradients
+    are small (unclipped), head 1's large (clipped over its own rows only), each with its own
+    learning rates; each must equal the reference run alone."""
+    lrs = [[1e-3, 5e-3, 2e-2], [4e-3, 1e-3, 1e-2]]
+    scales = [0.01, 10.0]
+    want = [reference(lr, scale) for lr, scale in zip(lrs, scales, strict=True)]
+    params = [torch.cat([p, p]).detach().requires_grad_() for p in tensors(0)[0]]
+    ema = [torch.cat([e, e]) for e in tensors(0)[1]]
+    opt = FusedAdamWEMA(params, ema, WD, CLIP, DECAY, compiled=False, heads=2)
+    for step in range(3):
+        for p, g0, g1 in zip(params, grads(step, scales[0]), grads(step, scales[1]), strict=True):
+            p.grad = torch.cat([g0, g1])
+        opt.step([lrs[0][step], lrs[1][step]])
+    for h, (want_p, want_e, _) in enumerate(want):
+        rows = slice(2 * h, 2 * h + 2)
+        for p, e, wp, we in zip(params, ema, want_p, want_e, strict=True):
+            torch.testing.assert_close(p.detach()[rows], wp.detach(), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(e[rows], we, rtol=1e-5, atol=1e-6)
+    # one head's own step moves its rows only
+    before = [p.detach().clone() for p in params]
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step(1e-2, head=1)
+    assert opt.steps == [3, 4]
+    for p, b in zip(params, before, strict=True):
+        assert torch.equal(p.detach()[:2], b[:2]) and not torch.equal(p.detach()[2:], b[2:])

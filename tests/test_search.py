@@ -1,7 +1,7 @@
 """`diffatr search`: queries embedded with the encoder the cache records (the real MiniLM,
-checked against sentence-transformers), a joint model's text side (a stand-in that checks the call; the real model in
-test_joint_wavcaps.py), a
-projection for backbone caches, a diffusion head's re-ranking, and one-line refusals."""
+checked against sentence-transformers), a joint model's text side (a stand-in that checks the
+call; the real model is in test_joint_wavcaps.py), a projection for backbone caches, a diffusion
+head's re-ranking, and one-line refusals."""
 
 import json
 import sys

@@ -13,9 +13,9 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..atomic import atomic_open, atomic_path
+from ..progress import Progress
 from .export_faiss import write_faiss
 from .export_parquet import write_parquet
 from .export_safetensors import write_safetensors
@@ -138,7 +138,9 @@ def _write_tsv(out: Path, cache: Cache, sides: list[str]) -> list[Path]:
                     ]
                 rows = cache.embeddings(side)
                 # Formatting text is slow (thousands of 512-d rows per second): show progress.
-                with tqdm(total=len(rows), desc=f"{side} -> tsv", unit="row", disable=None) as bar:
+                with Progress(
+                    total=len(rows), desc=f"{side} -> tsv", unit="row", leave=False
+                ) as bar:
                     for start, block in rows.chunks():
                         np.savetxt(fv, block.astype(np.float32), delimiter="\t", fmt="%.6g")
                         for name, clip in labels[start : start + len(block)]:

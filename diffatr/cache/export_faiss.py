@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..atomic import atomic_open, atomic_path
+from ..progress import Progress
 from .optional import require
 from .reader import Cache
 from .schema import CacheError
@@ -57,7 +57,7 @@ def write_faiss(
                     f"--index-factory {index_factory!r}: training on {len(sample)} rows failed "
                     f"({str(e).strip().splitlines()[-1]}); choose a smaller index"
                 ) from None
-        with tqdm(total=n, desc=f"{side} -> faiss", unit="row", disable=None) as bar:
+        with Progress(total=n, desc=f"{side} -> faiss", unit="row", leave=False) as bar:
             for _, block in rows.chunks():
                 index.add(unit_rows(block))
                 bar.update(len(block))

@@ -16,9 +16,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..atomic import atomic_path
+from ..progress import Progress
 from .optional import require
 from .reader import Cache
 
@@ -56,7 +56,7 @@ def write_parquet(cache: Cache, sides: list[str], out: Path, stem: str) -> list[
         with (
             atomic_path(target) as tmp,
             pq.ParquetWriter(tmp, schema) as writer,
-            tqdm(total=len(rows), desc=f"{side} -> parquet", unit="row", disable=None) as bar,
+            Progress(total=len(rows), desc=f"{side} -> parquet", unit="row", leave=False) as bar,
         ):
             for start, block in rows.chunks(rows_per_group(dim)):
                 stop = start + len(block)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from ..progress import Progress
 from .schema import EMBEDDING_DTYPES, NO_CLIP, SPACES, CacheError
 from .sources import Source, open_source
 from .writer import CacheWriter
@@ -104,7 +104,9 @@ def import_embeddings(
 
 
 def _copy(src: Source, progress: bool, rows: int, add) -> None:
-    with tqdm(total=src.n, desc=f"import {src.path.name}", unit="row", disable=not progress) as bar:
+    with Progress(
+        total=src.n, desc=f"import {src.path.name}", unit="row", disable=not progress, leave=False
+    ) as bar:
         for start, block in src.chunks(rows):
             add(start, block)
             bar.update(len(block))

@@ -4,19 +4,7 @@ import click
 
 from ..experiments import TABLE_NAMES
 from . import main
-from .options import parse_topk
-
-
-def _seeds(text: str) -> tuple[int, ...]:
-    try:
-        seeds = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise click.BadParameter(
-            "a comma-separated list of integers", param_hint="--seeds"
-        ) from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise click.BadParameter("at least one seed, none twice", param_hint="--seeds")
-    return seeds
+from .options import parse_seeds, parse_topk
 
 
 @main.command("ablate")
@@ -113,6 +101,12 @@ def _seeds(text: str) -> tuple[int, ...]:
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1.")
 @click.option("--no-compile", is_flag=True, help="Train and sample without torch.compile (eager).")
+@click.option(
+    "--no-stack",
+    is_flag=True,
+    help="Train the seeds' heads one after another instead of as one stacked computation "
+    "(the same heads either way, to float rounding; stacked is faster).",
+)
 def ablate(tables, data, out, seeds, epochs, batch_size, K, topk, contrastive_epochs, **flags):
     """Run the ablation TABLES (or `all`) over caches and seeds; print paper-style tables.
 
@@ -151,7 +145,7 @@ def ablate(tables, data, out, seeds, epochs, batch_size, K, topk, contrastive_ep
     elif flags["coattention_epochs"] is not None:
         raise click.UsageError("--coattention-epochs only applies with --coattention VARIANT")
     cfg = AblationConfig(
-        seeds=_seeds(seeds),
+        seeds=parse_seeds(seeds),
         head=replace(base.head, epochs=epochs, batch_size=batch_size, K=K, compiled=compiled),
         rerank=replace(base.rerank, topk=parse_topk(topk), compiled=compiled),
         contrastive=contrastive,
@@ -160,6 +154,7 @@ def ablate(tables, data, out, seeds, epochs, batch_size, K, topk, contrastive_ep
         protocol=flags["protocol"],
         figure_query=parse_figure_query(flags["figure_query"]),
         device=flags["device"],
+        stack_heads=not flags["no_stack"],
     )
     names = list(TABLE_NAMES) if "all" in tables else list(dict.fromkeys(tables))
     if "all" in tables and len(data) < 2:

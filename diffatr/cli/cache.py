@@ -165,7 +165,7 @@ def import_(out, audio, text, captions, caption_format, **options):
         captions,
         caption_format,
         overwrite=options["overwrite"],
-        progress=sys.stderr.isatty(),
+        progress=True,  # a bar on a terminal, plain lines in a log
     )
     click.echo(
         f"wrote {out}: {summary.n_audio} clips ({summary.audio_dim}-d), "

@@ -1,16 +1,21 @@
 """`diffatr train-head`: phase 2, the diffusion head, trained on joint-space caches."""
 
+from pathlib import Path
+
 import click
 
 from . import main
-from .options import CACHE
+from .options import CACHE, given, parse_seeds
 
 
 @main.command("train-head")
 @click.argument("train_cache", type=CACHE)
 @click.option("--val", "val_cache", type=CACHE, required=True, help="Validation cache.")
 @click.option(
-    "--out", type=click.Path(dir_okay=False), required=True, help="Checkpoint file to write."
+    "--out",
+    type=click.Path(),
+    required=True,
+    help="Checkpoint file to write; with --seeds, a folder that gets seed{S}.pt per seed.",
 )
 @click.option(
     "--epochs",
@@ -52,6 +57,12 @@ from .options import CACHE
     help="Seed of the initialisation, batch order, steps and noise: same seed, same checkpoint.",
 )
 @click.option(
+    "--seeds",
+    default=None,
+    help="Several seeds, comma-separated (e.g. 0,1,2): one head per seed, all trained as one "
+    "stacked computation, each exactly as alone with its seed; --out is then a folder.",
+)
+@click.option(
     "--normalize", is_flag=True, help="L2-normalise features before the denoiser (default off)."
 )
 @click.option(
@@ -70,21 +81,38 @@ from .options import CACHE
     is_flag=True,
     help="Train and validate without torch.compile (eager; no warm-up, slower per batch).",
 )
-def train_head_command(train_cache, val_cache, out, val_topk, naive, no_compile, **settings):
+def train_head_command(train_cache, val_cache, out, val_topk, naive, no_compile, seeds, **settings):
     """Train the DiffATR diffusion head (both directions) on a joint-space TRAIN_CACHE.
 
     Validates the EMA weights on --val after every epoch and keeps the best epoch's (by the sum
     of R@1/5/10 in both directions) in --out; the per-epoch log goes to OUT.log.json and
-    OUT.log.csv. The same seed gives the same checkpoint.
+    OUT.log.csv. The same seed gives the same checkpoint. With --seeds 0,1,2 the heads of
+    all seeds train together (one stacked computation: ~the time of one) into
+    OUT/seed0.pt, OUT/seed1.pt, ... with their logs beside them.
     """
     from ..diffusion_head import HeadConfig, RerankConfig
-    from ..diffusion_head.train import train_head
+    from ..diffusion_head.train import seed_jobs, train_head, train_heads
 
     cfg = HeadConfig(fused=not naive, compiled=not no_compile, **settings)
     rerank = RerankConfig(topk=val_topk, compiled=not no_compile)
-    head = train_head(train_cache, val_cache, out, cfg, rerank, True, click.echo)
-    m = head.meta["val_metrics"]
-    click.echo(
-        f"wrote {out} (epoch {head.meta['epoch']}: val t2a R@1 {m['t2a_R@1']:.1f}, "
-        f"a2t R@1 {m['a2t_R@1']:.1f})"
-    )
+    progress = True  # a bar on a terminal, plain lines in a log
+    if seeds is None:
+        if Path(out).is_dir():
+            raise click.BadParameter(
+                f"{out} is a folder; give a checkpoint file (or --seeds)", param_hint="--out"
+            )
+        head = train_head(train_cache, val_cache, out, cfg, rerank, progress, click.echo)
+        heads, outs = [head], [out]
+    else:
+        if given(["seed"]):
+            raise click.UsageError("give --seed or --seeds, not both")
+        if naive and len(parse_seeds(seeds)) > 1:
+            raise click.UsageError("--naive trains one head at a time: give one seed")
+        jobs = seed_jobs(train_cache, val_cache, out, cfg, rerank, parse_seeds(seeds))
+        heads, outs = train_heads(jobs, progress, click.echo), [job.out for job in jobs]
+    for head, path in zip(heads, outs, strict=True):
+        m = head.meta["val_metrics"]
+        click.echo(
+            f"wrote {path} (epoch {head.meta['epoch']}: val t2a R@1 {m['t2a_R@1']:.1f}, "
+            f"a2t R@1 {m['a2t_R@1']:.1f})"
+        )

@@ -32,3 +32,14 @@ def only_with_head(names: list[str]) -> str:
     if names == ["--topk"]:
         return "--topk applies only with --head CHECKPOINT or --baseline NAME"
     return only_with(names, "--head CHECKPOINT")
+
+
+def parse_seeds(text: str, hint: str = "--seeds") -> tuple[int, ...]:
+    """`--seeds 0,1,2`: distinct integers, comma-separated."""
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of integers", param_hint=hint) from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise click.BadParameter("at least one seed, none twice", param_hint=hint)
+    return seeds

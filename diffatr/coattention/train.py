@@ -30,6 +30,7 @@ from ..evaluate import paper_protocol
 from ..history import write_history
 from ..lr import warmup_cosine
 from ..progress import Progress
+from ..threads import tick, training_threads
 from .checkpoint import CoHead, save_coattention
 from .config import CoAttentionConfig, CoRerankConfig
 from .loader import PairStream
@@ -77,7 +78,8 @@ def train_coattention(
         with torch.random.fork_rng(devices=forked), flush_denormal():
             torch.manual_seed(cfg.seed)
             model = CoAttentionHead(*dims, cfg).to(device)
-            return _train(model, stream, val, val_cache, Path(out), cfg, meta, progress, echo)
+            with training_threads():
+                return _train(model, stream, val, val_cache, Path(out), cfg, meta, progress, echo)
 
 
 def _train(model, stream, val, val_cache, out, cfg, meta, progress, echo) -> CoHead:
@@ -129,6 +131,7 @@ def run_epoch(model, stream, epoch, opt, sched, cfg: CoAttentionConfig, progress
             model.encode_text(tokens, token_mask), model.encode_audio(frames, frame_mask)
         )  # (B, B)
         loss = nt_xent(S, cfg.tau, siblings)
+        tick()  # the thread count for a shared machine (diffatr/threads.py)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

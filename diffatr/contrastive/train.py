@@ -25,6 +25,7 @@ from ..errors import UserError
 from ..evaluate import CosineScores, paper_protocol
 from ..history import write_history
 from ..progress import Progress, warn
+from ..threads import tick, training_threads
 from .checkpoint import Projection, save_projection
 from .config import ContrastiveConfig
 from .heads import ProjectionHeads
@@ -92,6 +93,7 @@ def run_epoch(
     total = torch.zeros((), device=text.device)
     bar = Progress(batches, desc=desc, unit="batch", disable=not progress)
     for step, rows in enumerate(bar, 1):
+        tick()  # the thread count for a shared machine (diffatr/threads.py)
         clips = clip_of[rows]  # (B,)
         t, a = heads(text[rows], audio[clips])  # (B, J) each
         loss = nt_xent(t, a, cfg.tau, clips if cfg.exclude_siblings else None)
@@ -114,6 +116,11 @@ def train_contrastive(
     echo: Callable[[str], None] = print,
 ) -> Projection:
     """Train both heads, validate each epoch, save the best epoch's weights; return them."""
+    with training_threads():  # the thread count for a shared machine
+        return _train_contrastive(train_path, val_path, out, cfg, progress, echo)
+
+
+def _train_contrastive(train_path, val_path, out, cfg, progress, echo) -> Projection:
     cfg.check()
     out = Path(out)
     device = resolve_device(cfg.device)

@@ -18,11 +18,11 @@ and Triton on CUDA) that never holds the (B, N, 2D) tensor, or bounded eager blo
 compiling is off or unavailable.
 """
 
-import warnings
 from dataclasses import dataclass
 
 import torch
 
+from ..compiling import is_compile_failure, warn_fallback
 from .denoiser import Denoiser
 
 EAGER_BLOCK_ELEMENTS = 1 << 22  # eager fallback: (rows, N, 2D) blocks of at most 16 MB
@@ -159,10 +159,10 @@ class GalleryDenoiser:
                 step = _step_shared if idx is None else _step_gathered
                 try:
                     return _compiled(step.__name__, step)(*args)
-                except Exception as exc:  # a missing C++ compiler, an unsupported device, ...
-                    warnings.warn(
-                        f"torch.compile failed ({exc!s:.200}); using eager code", stacklevel=2
-                    )
+                except Exception as exc:  # the step is pure: eager after a compile failure
+                    if not is_compile_failure(exc):
+                        raise
+                    warn_fallback(exc, "using eager code")
                     self.compiled = False
             return _step_eager(*args)
 

@@ -16,35 +16,59 @@ path taken when compiling is off or fails.
 """
 
 import math
-import warnings
 
 import torch
+
+from ..compiling import is_compile_failure, warn_fallback
 
 BETAS = (0.9, 0.999)  # torch.optim.AdamW's defaults, as method.md's optimiser uses
 EPS = 1e-8
 
 
-def _sum_squares(grads: list[torch.Tensor]) -> torch.Tensor:
-    return torch.stack([(g * g).sum() for g in grads]).sum()
+def _sum_squares(grads: list[torch.Tensor], heads: int) -> torch.Tensor:
+    """Each head's sum of squared gradients over all its rows, (heads,)."""
+    return torch.stack([(g * g).reshape(heads, -1).sum(1) for g in grads]).sum(0)
 
 
-def _update(params, grads, exp_avg, exp_avg_sq, ema, decays, lr, coef, bc1, bc2_sqrt, ema_decay):
+def _rows(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """A per-row vector (R,) shaped to broadcast over p (R, ...)."""
+    return x.view(-1, *([1] * (p.dim() - 1)))
+
+
+def _update(params, grads, exp_avg, exp_avg_sq, ema, decays, lr, coef, step, bc2_sqrt, ema_decay):
+    """lr, coef, step = lr / (1 - beta1^t) and bc2_sqrt: one value per row, (R,)."""
     beta1, beta2 = BETAS
     for p, g, m, v, e, wd in zip(params, grads, exp_avg, exp_avg_sq, ema, decays, strict=True):
-        g = g * coef
+        g = g * _rows(coef, p)
         if wd:
-            p.mul_(1 - lr * wd)
+            p.mul_(1 - _rows(lr, p) * wd)
         m.lerp_(g, 1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        p.sub_(m / (v.sqrt() / bc2_sqrt + EPS) * (lr / bc1))
+        p.sub_(m / (v.sqrt() / _rows(bc2_sqrt, p) + EPS) * _rows(step, p))
         e.mul_(ema_decay).add_(p * (1 - ema_decay))
+
+
+_COMPILED: list = []
+
+
+def _compiled():
+    """The compiled norm and update, one per process (shared by every optimiser)."""
+    if not _COMPILED:
+        # fullgraph: a graph break would run the first half's in-place updates before the
+        # second half compiles; with one graph, compiling ends before anything is updated
+        _COMPILED.extend([torch.compile(_sum_squares), torch.compile(_update, fullgraph=True)])
+    return tuple(_COMPILED)
 
 
 class FusedAdamWEMA:
     """Clip + AdamW + EMA over `params` (autograd leaves) and their EMA copies `ema`.
 
-    `weight_decay` applies to tensors of at least 2 dims per direction (matrices; the stacked
-    layout adds one leading axis, given by `stacked_dims`), as `make_optimizer` does.
+    The leading axis of every tensor holds `heads` independent heads' rows (their directions),
+    head h owning rows [h * R / heads, (h + 1) * R / heads): each head has its own gradient
+    norm (clipped over its rows only, both directions together, as one head alone), its own
+    step count and learning rate, so stepping H heads at once equals stepping each alone.
+    `weight_decay` applies to tensors of at least 2 dims per row (matrices; the stacked layout
+    adds one leading axis, given by `stacked_dims`), as `make_optimizer` does.
     """
 
     def __init__(
@@ -56,43 +80,75 @@ class FusedAdamWEMA:
         ema_decay: float,
         compiled: bool = True,
         stacked_dims: int = 1,
+        heads: int = 1,
     ):
-        self.params, self.ema = params, ema
+        self.params, self.ema, self.heads = params, ema, heads
         self.decays = [weight_decay if p.dim() - stacked_dims >= 2 else 0.0 for p in params]
         self.exp_avg = [torch.zeros_like(p) for p in params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in params]
         self.max_norm, self.ema_decay = max_norm, ema_decay
-        self.t = 0
+        self.steps = [0] * heads  # each head's step count t
         self.compiled = compiled
-        self._norm = torch.compile(_sum_squares) if compiled else _sum_squares
-        self._update = torch.compile(_update) if compiled else _update
+        self._norm, self._update = _compiled() if compiled else (_sum_squares, _update)
+
+    @property
+    def t(self) -> int:
+        """The step count of head 0 (of the only head, for one)."""
+        return self.steps[0]
 
     @torch.no_grad()
-    def step(self, lr: float) -> None:
-        grads = [p.grad for p in self.params]
-        self.t += 1
-        device = self.params[0].device
-        scalars = {
-            "lr": lr,
-            "bc1": 1 - BETAS[0] ** self.t,
-            "bc2_sqrt": math.sqrt(1 - BETAS[1] ** self.t),
-        }
+    def step(self, lr: float | list[float], head: int | None = None) -> None:
+        """One step of every head (lr: one value, or one per head), or of head `head` alone."""
+        heads = range(self.heads) if head is None else [head]
+        lrs = [lr] * len(heads) if isinstance(lr, (int, float)) else list(lr)
+        if len(lrs) != len(heads):
+            raise ValueError(f"{len(lrs)} learning rates for {len(heads)} head(s)")
+        sel = [slice(None)] * len(self.params)
+        if head is not None:  # that head's rows: views, updated in place
+            rows = self.params[0].shape[0] // self.heads
+            sel = [slice(head * rows, (head + 1) * rows)] * len(self.params)
+        tensors = [
+            [x[s] for x, s in zip(xs, sel, strict=True)]
+            for xs in (self.params, [p.grad for p in self.params], self.exp_avg, self.exp_avg_sq,
+                       self.ema)
+        ]  # fmt: skip
+        for h in heads:
+            self.steps[h] += 1
+        t = [self.steps[h] for h in heads]
+        n = len(heads)
+        if head is not None:  # a head's own step (its short last batch): eager, on views
+            self._apply(tensors, lrs, t, n, _sum_squares, _update)
+            for p in self.params:
+                p.grad = None
+            return
         try:
-            norm = self._norm(grads).sqrt()
-            coef = torch.clamp(self.max_norm / (norm + 1e-6), max=1.0)
-            # per-step scalars as 0-d tensors: a changed Python float would mean a recompile
-            t = {k: torch.tensor(v, dtype=torch.float64, device=device) for k, v in scalars.items()}
-            self._update(
-                self.params, grads, self.exp_avg, self.exp_avg_sq, self.ema, self.decays,
-                t["lr"], coef, t["bc1"], t["bc2_sqrt"], self.ema_decay,
-            )  # fmt: skip
+            self._apply(tensors, lrs, t, n, self._norm, self._update)
         except Exception as exc:
-            if not self.compiled:
+            if not (self.compiled and is_compile_failure(exc)):
                 raise
-            warnings.warn(f"torch.compile failed ({exc!s:.200}); eager optimiser", stacklevel=2)
+            # compilation failed before the compiled code ran: no state has changed
+            warn_fallback(exc, "eager optimiser")
             self.compiled = False
             self._norm, self._update = _sum_squares, _update
-            self.t -= 1
-            self.step(lr)
+            self._apply(tensors, lrs, t, n, self._norm, self._update)
         for p in self.params:
             p.grad = None
+
+    def _apply(self, tensors, lrs: list[float], t: list[int], n: int, norm_fn, update) -> None:
+        params, grads, exp_avg, exp_avg_sq, ema = tensors
+        device = params[0].device
+        per_row = params[0].shape[0] // n
+
+        def row_vector(values: list[float]) -> torch.Tensor:
+            # per-step scalars as tensors: a changed Python float would mean a recompile
+            x = torch.tensor(values, dtype=torch.float64).repeat_interleave(per_row)
+            return x.to(device=device, dtype=params[0].dtype)
+
+        step = [lr / (1 - BETAS[0] ** s) for lr, s in zip(lrs, t, strict=True)]
+        bc2_sqrt = [math.sqrt(1 - BETAS[1] ** s) for s in t]
+        norm = norm_fn(grads, n).sqrt()  # (n,)
+        coef = torch.clamp(self.max_norm / (norm + 1e-6), max=1.0).repeat_interleave(per_row)
+        update(
+            params, grads, exp_avg, exp_avg_sq, ema, self.decays,
+            row_vector(lrs), coef, row_vector(step), row_vector(bc2_sqrt), self.ema_decay,
+        )  # fmt: skip

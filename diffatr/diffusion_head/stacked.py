@@ -1,51 +1,55 @@
-"""Both directions' denoisers trained as one batched computation: the training fast path.
+"""Both directions' denoisers, of one head or of several, trained as one batched computation.
 
-Reads nothing, writes nothing. The t2a and a2t denoisers have the same shapes, so their weights
-are stacked along a leading axis of 2 and one batched factorised forward (fused.py's algebra,
-with bmm) gives both directions' losses: half the operator calls of two separate passes, each
-twice as large. The stacked tensors are the autograd leaves and the optimiser's parameters;
-every `Denoiser` parameter is rebound as a view of its row, so the modules (validation,
-checkpoints) always see the current weights without copies.
+Reads nothing, writes nothing. This is the training fast path. The t2a and a2t denoisers have the
+same shapes, and so do the heads of an ablation that differ only in their seed, so their weights
+are stacked along a leading group axis of G = 2H (head h's t2a at row 2h, its a2t at 2h + 1) and
+one batched factorised forward (fused.py's algebra, with bmm) gives every group's loss: 1/G of
+the operator calls of separate passes, each G times as large. The stacked tensors are the
+autograd leaves and the optimiser's parameters; every `Denoiser` parameter is rebound as a view
+of its row, so the modules (validation, checkpoints) always see the current weights.
 
-Notation as fused.py, with a leading direction axis: query (2, B, D) is [text, audio], the
-candidates C (2, B, D) are [audio, text], and x_k, eps (2, B, B), k (2, B).
+Notation as fused.py, with the leading group axis: query (G, B, D) is [text, audio, text, ...],
+the candidates C (G, N, D) are [audio, text, audio, ...], x_k and eps (G, B, N), k (G, B).
+Query i's positive is candidate i (N >= B; training has N = B, a batch's items).
 """
-
-import warnings
 
 import torch
 import torch.nn.functional as F
 
+from ..compiling import is_compile_failure, warn_fallback
 from .denoiser import Denoiser
 
 DIRECTIONS = ("t2a", "a2t")
 
 
 class StackedPair:
-    """The parameters of nets["t2a"] and nets["a2t"] stacked as (2, *shape) tensors.
+    """The parameters of several same-shaped denoisers stacked as (G, *shape) tensors.
 
+    `nets` is {"t2a": ..., "a2t": ...} (one head, G = 2) or a list of denoisers in group order.
     `leaves` holds the trainable ones (requires_grad, in Denoiser.named_parameters order);
     frozen parameters (the decoder's output bias) are stacked too but never trained.
     """
 
-    def __init__(self, nets: dict[str, Denoiser], trainable: bool = True):
-        first = nets[DIRECTIONS[0]]
+    def __init__(self, nets: dict[str, Denoiser] | list[Denoiser], trainable: bool = True):
+        nets = [nets[d] for d in DIRECTIONS] if isinstance(nets, dict) else list(nets)
+        first = nets[0]
+        self.groups = len(nets)
         self.dim = first.dim
         self.step_table = first.step_table
         self.params: dict[str, torch.Tensor] = {}
         for name, p in first.named_parameters():
-            both = [dict(nets[d].named_parameters())[name] for d in DIRECTIONS]
-            stacked = torch.stack([q.detach() for q in both])  # (2, *shape), fresh storage
+            each = [dict(net.named_parameters())[name] for net in nets]
+            stacked = torch.stack([q.detach() for q in each])  # (G, *shape), fresh storage
             if trainable and p.requires_grad:
                 stacked.requires_grad_(True)
-            for i, q in enumerate(both):
+            for i, q in enumerate(each):
                 q.data = stacked.detach()[i]  # the module's parameter is now a view of row i
             self.params[name] = stacked
         self.leaves = [t for t in self.params.values() if t.requires_grad]
         self.names = [n for n, t in self.params.items() if t.requires_grad]
 
 
-def pair_loss(
+def group_losses(
     P: dict[str, torch.Tensor],
     step_table: torch.Tensor,
     query: torch.Tensor,
@@ -55,35 +59,41 @@ def pair_loss(
     abar: torch.Tensor,
     logit_scale: float,
 ) -> torch.Tensor:
-    """L_G(t2a) + L_G(a2t) for one batch, both directions at once (method.md, "Training loss")."""
-    B = query.shape[1]
-    x0 = torch.eye(B, dtype=query.dtype, device=query.device)  # (B, N = B)
-    a = abar[k].to(query.dtype).unsqueeze(-1)  # (2, B, 1)
-    x_k = a.sqrt() * x0 + (1 - a).sqrt() * eps  # q_sample, (2, B, B)
+    """L_G of every group for one batch, (G,) (method.md, "Training loss")."""
+    G, B = query.shape[:2]
+    N = cand.shape[1]
+    x0 = torch.eye(B, N, dtype=query.dtype, device=query.device)  # (B, N)
+    a = abar[k].to(query.dtype).unsqueeze(-1)  # (G, B, 1)
+    x_k = a.sqrt() * x0 + (1 - a).sqrt() * eps  # q_sample, (G, B, N)
 
-    def linear(x, name, bias=None):  # x (2, R, in) @ W^T for each direction
+    def linear(x, name, bias=None):  # x (G, R, in) @ W^T for each group
         y = _Linear.apply(x, P[name])
         return y if bias is None else y + P[bias].unsqueeze(1)
 
-    h = step_table[k].to(query.dtype)  # (2, B, D)
+    h = step_table[k].to(query.dtype)  # (G, B, D)
     pj = linear(F.silu(linear(h, "time_mlp.0.weight", "time_mlp.0.bias")), "time_mlp.2.weight")
-    pj = pj + P["time_mlp.2.bias"].unsqueeze(1)  # (2, B, D)
-    Q = linear(query + pj, "q_proj.weight")  # (2, B, D)
-    KC = linear(cand, "k_proj.weight")  # (2, N, D)
-    V = linear(torch.cat([cand, pj], dim=1), "v_proj.weight")  # [VC; W_V pj], (2, N + B, D)
-    A = torch.softmax(torch.bmm(Q, KC.transpose(1, 2)) + x_k, dim=-1)  # (2, B, N)
-    E = linear(torch.bmm(A, V[:, :B]) + V[:, B:], "out_proj.weight", "out_proj.bias")  # (2, B, D)
-    HE, GC = _SplitDecoder.apply(E, cand, P["decoder.0.weight"])  # (2, B | N, 2D)
+    pj = pj + P["time_mlp.2.bias"].unsqueeze(1)  # (G, B, D)
+    Q = linear(query + pj, "q_proj.weight")  # (G, B, D)
+    KC = linear(cand, "k_proj.weight")  # (G, N, D)
+    V = linear(torch.cat([cand, pj], dim=1), "v_proj.weight")  # [VC; W_V pj], (G, N + B, D)
+    A = torch.softmax(torch.bmm(Q, KC.transpose(1, 2)) + x_k, dim=-1)  # (G, B, N)
+    E = linear(torch.bmm(A, V[:, :N]) + V[:, N:], "out_proj.weight", "out_proj.bias")  # (G, B, D)
+    HE, GC = _SplitDecoder.apply(E, cand, P["decoder.0.weight"])  # (G, B | N, 2D)
     GC = GC + P["decoder.0.bias"].unsqueeze(1)
-    w2 = P["decoder.2.weight"][:, 0]  # (2, 2D)
-    logits = _PairLogits.apply(HE, GC, w2) + P["decoder.2.bias"].view(2, 1, 1) + A  # (2, B, N)
-    target = torch.arange(B, device=query.device).repeat(2)
-    # mean over the 2B rows = (L_t2a + L_a2t) / 2
-    return 2 * F.cross_entropy(logit_scale * logits.reshape(2 * B, B), target)
+    w2 = P["decoder.2.weight"][:, 0]  # (G, 2D)
+    logits = _PairLogits.apply(HE, GC, w2) + P["decoder.2.bias"].view(G, 1, 1) + A  # (G, B, N)
+    target = torch.arange(B, device=query.device).repeat(G)
+    ce = F.cross_entropy(logit_scale * logits.reshape(G * B, N), target, reduction="none")
+    return ce.view(G, B).mean(1)
+
+
+def pair_loss(P, step_table, query, cand, k, eps, abar, logit_scale) -> torch.Tensor:
+    """The sum of every group's L_G: L_G(t2a) + L_G(a2t) for one head's pair of directions."""
+    return group_losses(P, step_table, query, cand, k, eps, abar, logit_scale).sum()
 
 
 class _Linear(torch.autograd.Function):
-    """x (2, R, in) @ W (2, out, in)^T, with dW computed as g^T x: (2, out, in) in W's own
+    """x (G, R, in) @ W (G, out, in)^T, with dW computed as g^T x: (G, out, in) in W's own
     layout (autograd's x^T g, transposed, would cost a strided copy per weight and step)."""
 
     @staticmethod
@@ -102,7 +112,7 @@ class _Linear(torch.autograd.Function):
 def split_weight_grad(
     dHE: torch.Tensor, E: torch.Tensor, dGC: torch.Tensor, C: torch.Tensor
 ) -> torch.Tensor:
-    """dW1 = [dHE^T E | dGC^T C], (2, 2D, 2D): each bmm writes straight into its half (an
+    """dW1 = [dHE^T E | dGC^T C], (G, 2D, 2D): each bmm writes straight into its half (an
     opaque op to inductor, which would otherwise build the halves and copy them, ~2x slower)."""
     D = E.shape[-1]
     dW1 = torch.empty(E.shape[0], dHE.shape[-1], 2 * D, dtype=E.dtype, device=E.device)
@@ -117,8 +127,8 @@ def _(dHE, E, dGC, C):
 
 
 class _SplitDecoder(torch.autograd.Function):
-    """The decoder's first layer on its two input halves: HE = E W1_E^T (2, B, 2D) and
-    GC = C W1_C^T (2, N, 2D), W1 = [W1_E | W1_C] (2, 2D, 2D); dW1 written in one piece."""
+    """The decoder's first layer on its two input halves: HE = E W1_E^T (G, B, 2D) and
+    GC = C W1_C^T (G, N, 2D), W1 = [W1_E | W1_C] (G, 2D, 2D); dW1 written in one piece."""
 
     @staticmethod
     def forward(ctx, E, C, W1):
@@ -135,39 +145,81 @@ class _SplitDecoder(torch.autograd.Function):
 
 
 class _PairLogits(torch.autograd.Function):
-    """logit_bj = w2 . relu(HE_b + GC_j) for every pair, (2, B, N), without keeping the
-    (2, B, N, 2D) activations for the backward pass: it recomputes them."""
+    """logit_bj = w2 . relu(HE_b + GC_j) for every pair, (G, B, N), without keeping the
+    (G, B, N, 2D) activations for the backward pass: it recomputes them."""
 
     @staticmethod
     def forward(ctx, HE, GC, w2):
         ctx.save_for_backward(HE, GC, w2)
-        Z = HE.unsqueeze(2) + GC.unsqueeze(1)  # (2, B, N, 2D)
+        Z = HE.unsqueeze(2) + GC.unsqueeze(1)  # (G, B, N, 2D)
         return (torch.relu(Z) * w2[:, None, None]).sum(-1)
 
     @staticmethod
     def backward(ctx, G):
         HE, GC, w2 = ctx.saved_tensors
-        Z = HE.unsqueeze(2) + GC.unsqueeze(1)  # (2, B, N, 2D)
+        Z = HE.unsqueeze(2) + GC.unsqueeze(1)  # (G, B, N, 2D)
         M = (Z > 0).to(Z.dtype) * G.unsqueeze(-1)  # dlogit * relu'(Z)
         dw2 = (torch.relu(Z) * G.unsqueeze(-1)).sum((1, 2))
         return M.sum(2) * w2.unsqueeze(1), M.sum(1) * w2.unsqueeze(1), dw2
 
 
-class CompiledLoss:
-    """`pair_loss` through torch.compile (forward and backward fused by inductor) for batches of
-    one size, eager for any other size (the short last batch) or when compiling fails."""
+_COMPILED: list = []
 
-    def __init__(self, batch_size: int, enabled: bool = True):
-        self.batch_size = batch_size
+
+def _compiled_group_losses():
+    """One torch.compile'd `group_losses` per process: every trainer (an ablation's many heads)
+    shares its compiled graphs instead of compiling its own."""
+    if not _COMPILED:
+        _COMPILED.append(torch.compile(group_losses, dynamic=False))
+    return _COMPILED[0]
+
+
+class CompiledLoss:
+    """`group_losses` through torch.compile (forward and backward fused by inductor) for batches
+    of one shape (G groups of `batch_size`), eager for any other shape (a short last batch, one
+    head's own step), or after compiling failed (see diffatr/compiling.py)."""
+
+    def __init__(self, batch_size: int, enabled: bool = True, groups: int = 2):
+        self.batch_size, self.groups = batch_size, groups
         self.enabled = enabled
-        self._fn = torch.compile(pair_loss, dynamic=False) if enabled else None
+        self._fn = _compiled_group_losses() if enabled else None
 
     def __call__(self, P, step_table, query, cand, k, eps, abar, logit_scale) -> torch.Tensor:
+        """The sum of the groups' losses (forward only: a backward compile failure surfaces in
+        `backward`; `losses_and_grads` handles both)."""
         args = (P, step_table, query, cand, k, eps, abar, logit_scale)
-        if self.enabled and query.shape[1] == self.batch_size:
+        return self._losses(args).sum()
+
+    def _compiles(self, query: torch.Tensor) -> bool:
+        return self.enabled and tuple(query.shape[:2]) == (self.groups, self.batch_size)
+
+    def _losses(self, args) -> torch.Tensor:
+        if self._compiles(args[2]):
             try:
                 return self._fn(*args)
-            except Exception as exc:  # a missing C++ compiler, an unsupported device, ...
-                warnings.warn(f"torch.compile failed ({exc!s:.200}); eager training", stacklevel=2)
+            except Exception as exc:
+                if not is_compile_failure(exc):
+                    raise
+                warn_fallback(exc, "eager training")
                 self.enabled = False
-        return pair_loss(*args)
+        return group_losses(*args)
+
+    def losses_and_grads(self, P, step_table, query, cand, k, eps, abar, logit_scale):
+        """Every group's loss (G,), detached, with the gradients of their sum in P's leaves.
+
+        A compilation failure of the forward or of the backward graph (compiled at its first
+        use) happens before any gradient is written: the step is then redone eagerly."""
+        args = (P, step_table, query, cand, k, eps, abar, logit_scale)
+        if self._compiles(query):
+            try:
+                losses = self._fn(*args)
+                losses.sum().backward()
+                return losses.detach()
+            except Exception as exc:
+                if not is_compile_failure(exc):
+                    raise
+                warn_fallback(exc, "eager training")
+                self.enabled = False
+        losses = group_losses(*args)
+        losses.sum().backward()
+        return losses.detach()

@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from ..errors import UserError
 from ..evaluate import paper_protocol
 from ..history import write_history
 from ..progress import Progress, warn
+from ..threads import tick, training_threads
 from .batches import clip_unique_batches
 from .checkpoint import Head, save_head
 from .config import HeadConfig, RerankConfig
@@ -69,70 +70,174 @@ def train_head(
     echo: Callable[[str], None] = print,
 ) -> Head:
     """Train both directions, validate each epoch, save the best EMA weights; return them."""
-    with flush_denormal():
-        return _train(train_path, val_path, out, cfg, rerank, progress, echo)
+    return train_heads([HeadJob(train_path, val_path, out, cfg, rerank)], progress, echo)[0]
 
 
-def _train(train_path, val_path, out, cfg, rerank, progress, echo) -> Head:
-    cfg.check()
-    out = Path(out)
+@dataclass(frozen=True)
+class HeadJob:
+    """One head of a stacked run: its caches, checkpoint, settings and validation settings."""
+
+    train: str | os.PathLike
+    val: str | os.PathLike
+    out: str | os.PathLike
+    cfg: HeadConfig = HeadConfig()
+    rerank: RerankConfig = RerankConfig()
+
+
+def seed_jobs(
+    train_path, val_path, folder, cfg: HeadConfig, rerank: RerankConfig, seeds
+) -> list[HeadJob]:
+    """One job per seed on the same caches: head S goes to FOLDER/seed{S}.pt."""
+    folder = Path(folder)
+    if folder.is_file():
+        raise UserError(f"{folder}: a file; with several seeds --out names a folder")
+    return [HeadJob(train_path, val_path, folder / f"seed{s}.pt", replace(cfg, seed=s), rerank)
+            for s in seeds]  # fmt: skip
+
+
+def train_heads(
+    jobs: list[HeadJob], progress: bool = True, echo: Callable[[str], None] = print
+) -> list[Head]:
+    """Train several heads as one stacked computation (`trainer.HeadTrainer` with seeds).
+
+    The jobs must differ only in their seed (HeadConfig), caches of one width and validation
+    settings; each head gets exactly what `train_head` would give it alone (to float rounding):
+    its own batches, noise, optimiser, validation, best epoch, checkpoint and logs.
+    """
+    with flush_denormal(), training_threads():
+        return _train(jobs, progress, echo)
+
+
+def _check_jobs(jobs: list[HeadJob]) -> HeadConfig:
+    if not jobs:
+        raise ValueError("no head to train")
+    cfg = jobs[0].cfg
+    for job in jobs:
+        job.cfg.check()
+        if replace(job.cfg, seed=cfg.seed) != cfg:
+            raise ValueError("heads trained together may differ only in their seed")
+    seeds = [job.cfg.seed for job in jobs]
+    if len(jobs) > 1 and len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds trained together must differ, got {seeds}")
+    outs = [Path(job.out).resolve() for job in jobs]
+    if len(set(outs)) != len(outs):
+        raise ValueError("heads trained together need one checkpoint path each")
+    return cfg
+
+
+def _train(jobs: list[HeadJob], progress, echo) -> list[Head]:
+    cfg = _check_jobs(jobs)
     device = resolve_device(cfg.device)
-    train, val = load_joint(train_path, "train"), load_joint(val_path, "validation")
-    dim = train.audio.shape[1]
-    if val.audio.shape[1] != dim:
-        raise UserError(
-            f"{val_path}: {val.audio.shape[1]}-d features, but the train cache's are {dim}-d"
-        )
-    text, audio = train.text.to(device), train.audio.to(device)
-    if cfg.normalize:
-        text, audio = F.normalize(text, dim=1), F.normalize(audio, dim=1)
-    index = train.audio_index
-    g = torch.Generator().manual_seed(cfg.seed)
-    first = clip_unique_batches(index, cfg.batch_size, torch.Generator().manual_seed(0))
-    n_batches = len(first)
-    if n_batches == 0:
-        raise UserError(f"{train_path}: too few distinct clips for a batch of {cfg.batch_size}")
-    labelled, used = int((index >= 0).sum()), sum(len(b) for b in first)
-    if labelled - used >= DROPPED_WARNING * labelled:
-        warn(
-            f"{train_path}: about {labelled - used} of {labelled} captions are left out of each "
-            "epoch (a batch needs 2 or more distinct clips; too few clips for their captions)"
-        )
-    if n_batches * cfg.batch_size > 2 * used:
-        warn(
-            f"{train_path}: batches average {used / n_batches:.1f} pairs, not "
-            f"{cfg.batch_size}: too few distinct clips; lower --batch-size"
-        )
-    trainer = HeadTrainer(dim, cfg, cfg.epochs * n_batches, device)
-    ema = trainer.ema
-    history, best, best_score = [], None, -math.inf
-    meta = {"train_cache": str(train_path), "val_cache": str(val_path), "rerank": asdict(rerank)}
+    loaded: dict[str, CacheTensors] = {}
+
+    def load(path, role) -> CacheTensors:
+        if str(path) not in loaded:
+            loaded[str(path)] = load_joint(path, role)
+        return loaded[str(path)]
+
+    runs = []
+    for job in jobs:
+        train, val = load(job.train, "train"), load(job.val, "validation")
+        dim = train.audio.shape[1]
+        if val.audio.shape[1] != dim:
+            raise UserError(
+                f"{job.val}: {val.audio.shape[1]}-d features, but the train cache's are {dim}-d"
+            )
+        if runs and dim != runs[0].dim:
+            raise UserError(f"{job.train}: {dim}-d features, but {jobs[0].train}'s are "
+                            f"{runs[0].dim}-d: heads trained together need one width")  # fmt: skip
+        if str(job.train) not in (str(r.job.train) for r in runs):
+            _warn_dropped(job.train, train.audio_index, cfg.batch_size)
+        runs.append(_Run(job, train, val, device))
+    n_batches = [r.n_batches for r in runs]
+    H = len(jobs)
+    totals = [cfg.epochs * n for n in n_batches]  # each head's schedule length
+    trainer = HeadTrainer(runs[0].dim, cfg, totals, device, [job.cfg.seed for job in jobs])
+    for h, run in enumerate(runs):
+        run.ema = trainer.heads_ema[h]
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        batches = clip_unique_batches(index, cfg.batch_size, g)
-        desc = f"epoch {epoch}/{cfg.epochs}"
-        loss = run_epoch(trainer, batches, text, audio, index, g, desc, progress)
-        head = Head(cfg, ema["t2a"], ema["a2t"], meta)
-        metrics = validate(head, val, rerank, device)
+        batches = [clip_unique_batches(r.index, cfg.batch_size, r.g) for r in runs]
+        desc = f"epoch {epoch}/{cfg.epochs}" + (f" ({H} heads)" if H > 1 else "")
+        losses = run_epoch_heads(trainer, batches, runs, desc, progress)
+        seconds = time.perf_counter() - t0  # training time, shared by the heads
+        for run, loss in zip(runs, losses, strict=True):
+            t1 = time.perf_counter()
+            run.end_epoch(epoch, loss, seconds / H, echo, H > 1)
+            seconds_val = time.perf_counter() - t1
+            run.history[-1]["seconds"] += seconds_val
+            write_history(run.job.out, run.history)
+    return [run.finish() for run in runs]
+
+
+def _warn_dropped(path, index: torch.Tensor, batch_size: int) -> None:
+    """Warn when a tiny split leaves many captions out of each epoch, or its batches stay far
+    below the batch size (too few distinct clips)."""
+    first = clip_unique_batches(index, batch_size, torch.Generator().manual_seed(0))
+    labelled, used = int((index >= 0).sum()), sum(len(b) for b in first)
+    if first and labelled - used >= DROPPED_WARNING * labelled:
+        warn(
+            f"{path}: about {labelled - used} of {labelled} captions are left out of each "
+            "epoch (a batch needs 2 or more distinct clips; too few clips for their captions)"
+        )
+    if first and len(first) * batch_size > 2 * used:
+        warn(
+            f"{path}: batches average {used / len(first):.1f} pairs, not "
+            f"{batch_size}: too few distinct clips; lower --batch-size"
+        )
+
+
+class _Run:
+    """One head's data, generator, validation, best epoch and checkpoint."""
+
+    def __init__(self, job: HeadJob, train: CacheTensors, val: CacheTensors, device):
+        self.job, self.val, self.device = job, val, device
+        cfg = job.cfg
+        self.dim = train.audio.shape[1]
+        text, audio = train.text.to(device), train.audio.to(device)
+        if cfg.normalize:
+            text, audio = F.normalize(text, dim=1), F.normalize(audio, dim=1)
+        self.text, self.audio, self.index = text, audio, train.audio_index
+        self.g = torch.Generator().manual_seed(cfg.seed)
+        g0 = torch.Generator().manual_seed(0)
+        self.n_batches = len(clip_unique_batches(self.index, cfg.batch_size, g0))
+        if self.n_batches == 0:
+            raise UserError(f"{job.train}: too few distinct clips for a batch of {cfg.batch_size}")
+        self.meta = {
+            "train_cache": str(job.train),
+            "val_cache": str(job.val),
+            "rerank": asdict(job.rerank),
+        }
+        self.history: list[dict] = []
+        self.best, self.best_score, self.best_epoch = None, -math.inf, 0
+        self.ema: dict = {}
+
+    def end_epoch(self, epoch: int, loss: float, seconds: float, echo, tagged: bool) -> None:
+        cfg, ema, out = self.job.cfg, self.ema, self.job.out
+        head = Head(cfg, ema["t2a"], ema["a2t"], self.meta)
+        metrics = validate(head, self.val, self.job.rerank, self.device)
         score = sum(metrics[key] for key in SELECT_ON)
-        seconds = time.perf_counter() - t0
         row = {"epoch": epoch, "loss": loss, "seconds": seconds, **metrics}
-        history.append(row)
+        self.history.append(row)
+        tag = f" (seed {cfg.seed})" if tagged else ""
         echo(
-            f"epoch {epoch}: loss {row['loss']:.4f}, val t2a R@1 {metrics['t2a_R@1']:.1f}, "
+            f"epoch {epoch}{tag}: loss {row['loss']:.4f}, val t2a R@1 {metrics['t2a_R@1']:.1f}, "
             f"a2t R@1 {metrics['a2t_R@1']:.1f} ({row['seconds']:.1f} s)"
         )
-        if score > best_score:  # saved at once: a crash later loses no finished epoch
-            best_score, best_epoch = score, epoch
-            best = {d: copy.deepcopy(net.state_dict()) for d, net in ema.items()}
-            save_head(out, Head(cfg, ema["t2a"], ema["a2t"], _meta(meta, epoch, metrics, history)))
-        write_history(out, history)
-    for d in ("t2a", "a2t"):
-        ema[d].load_state_dict(best[d])
-    final = _meta(meta, best_epoch, history[best_epoch - 1], history)
-    head = Head(cfg, ema["t2a"], ema["a2t"], final)
-    save_head(out, head)
-    return head
+        if score > self.best_score:  # saved at once: a crash later loses no finished epoch
+            self.best_score, self.best_epoch = score, epoch
+            self.best = {d: copy.deepcopy(net.state_dict()) for d, net in ema.items()}
+            meta = _meta(self.meta, epoch, metrics, self.history)
+            save_head(out, Head(cfg, ema["t2a"], ema["a2t"], meta))
+
+    def finish(self) -> Head:
+        cfg, ema = self.job.cfg, self.ema
+        for d in ("t2a", "a2t"):
+            ema[d].load_state_dict(self.best[d])
+        final = _meta(self.meta, self.best_epoch, self.history[self.best_epoch - 1], self.history)
+        head = Head(cfg, ema["t2a"], ema["a2t"], final)
+        save_head(self.job.out, head)
+        return head
 
 
 def _meta(meta: dict, epoch: int, metrics: dict, history: list[dict]) -> dict:
@@ -154,7 +259,35 @@ def run_epoch(
     total, count = 0.0, 0
     bar = Progress(batches, desc=desc, unit="batch", disable=not progress)
     for rows in bar:
+        tick()  # the thread count for a shared machine (diffatr/threads.py)
         t, a = text[rows.to(text.device)], audio[index[rows].to(audio.device)]  # (B, D) each
         total, count = total + trainer.step(t, a, g), count + 1
         bar.set_postfix(loss=f"{total / count:.4f}")
     return total / max(count, 1)
+
+
+def run_epoch_heads(
+    trainer: HeadTrainer, batches: list[list[torch.Tensor]], runs: list, desc: str, progress: bool
+) -> list[float]:
+    """One pass of every head over its own batches (runs[h]: .text, .audio, .index, .g), in
+    step with each other; returns each head's mean summed (t2a + a2t) loss."""
+    H = len(runs)
+    total, count = [0.0] * H, [0] * H
+    bar = Progress(range(max(map(len, batches))), desc=desc, unit="batch", disable=not progress)
+    for i in bar:
+        tick()  # the thread count for a shared machine (diffatr/threads.py)
+        step = []
+        for r, b in zip(runs, batches, strict=True):
+            if i >= len(b):
+                step.append(None)
+                continue
+            rows = b[i]
+            t, a = r.text[rows.to(r.text.device)], r.audio[r.index[rows].to(r.audio.device)]
+            step.append((t, a, r.g))
+        # one head: the one-head API (what tests and benchmarks patch and time)
+        losses = [trainer.step(*step[0])] if H == 1 else trainer.step_heads(step)
+        for h, loss in enumerate(losses):
+            if loss is not None:
+                total[h], count[h] = total[h] + loss, count[h] + 1
+        bar.set_postfix(loss=f"{total[0] / max(count[0], 1):.4f}")
+    return [t / max(c, 1) for t, c in zip(total, count, strict=True)]

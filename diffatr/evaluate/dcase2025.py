@@ -30,10 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..atomic import atomic_open
 from ..errors import UserError
+from ..progress import Progress
 from .dcase import jackknife_interval
 from .similarity import Scores
 
@@ -144,7 +144,9 @@ def relevant_ranks(
     out = np.zeros(len(rel.clips), dtype=np.int64)
     sizes = np.diff(rel.offsets)
     q = 0
-    with tqdm(total=rel.n_queries, desc="dcase2025", unit="query", disable=not progress) as bar:
+    with Progress(
+        total=rel.n_queries, desc="dcase2025", unit="query", disable=not progress, leave=False
+    ) as bar:
         while q < rel.n_queries:
             lo = int(rel.rows[q])
             q_end = int(np.searchsorted(rel.rows, lo + step))  # queries in rows lo..lo+step-1

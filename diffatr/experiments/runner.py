@@ -7,7 +7,8 @@ OUT/<table>/ with the per-seed results and the paper-style table (`tables.py`).
 For a dataset of backbone features, every seed trains its own phase-1 projection and projects
 the three splits (an out-of-domain target's test split goes through the *source's* projection);
 a joint-space dataset is used as it is, so its cosine and baseline rows do not depend on the
-seed and are evaluated once.
+seed and are evaluated once. The seeds' heads of each row train as one stacked computation
+(`diffusion_head.train.train_heads`; each head exactly as alone, each in its own run).
 """
 
 import time
@@ -21,7 +22,7 @@ from ..coattention.train import train_coattention
 from ..contrastive import project_cache, train_contrastive
 from ..device import resolve_device
 from ..diffusion_head import DiffusionScores, load_head
-from ..diffusion_head.train import load_joint, train_head
+from ..diffusion_head.train import HeadJob, load_joint, train_head, train_heads
 from ..errors import UserError
 from ..evaluate import CosineScores
 from ..evaluate.baselines import baseline_scores
@@ -118,12 +119,11 @@ class Ablation:
         if self.cfg.coattention is not None:
             rows.append(Row("co-attention", "coattention"))
         rows += [Row(b, b) for b in self.cfg.baselines]
+        self.stacked_heads(rows, source, target)
         for seed in self.cfg.seeds:
             splits = self.splits(source, seed, target)
             for row in rows:
-                steps = row.rerank.get("steps")
-                K = row.head.get("K", self.cfg.head.K)
-                if steps is not None and steps > K:
+                if not _fits(row, self.cfg):
                     continue  # sampling with more steps than the head was trained with
                 record = self.evaluate(row, splits, seed)
                 records.append(
@@ -179,7 +179,8 @@ class Ablation:
         )
         return path, key
 
-    def head(self, splits: Splits, overrides: dict, seed: int) -> Path:
+    def head_job(self, splits: Splits, overrides: dict, seed: int) -> tuple[Path, HeadJob, str]:
+        """The run folder of one (row's head settings, seed), its training job and label."""
         cfg = replace(self.cfg.head, seed=seed, device=self.cfg.device, **overrides)
         val_rerank = replace(self.cfg.rerank, seed=seed)
         key = {
@@ -190,15 +191,52 @@ class Ablation:
         }
         label = ",".join(f"{k}={v}" for k, v in overrides.items()) or "base"
         folder = self.store.run_dir("head", f"{label}-seed{seed}", key)
-        path = folder / "head.pt"
+        job = HeadJob(splits.train, splits.val, folder / "head.pt", cfg, val_rerank)
+        return folder, job, label
+
+    def head(self, splits: Splits, overrides: dict, seed: int) -> Path:
+        folder, job, label = self.head_job(splits, overrides, seed)
         self._once(
             folder,
             f"train the head ({label}, seed {seed})",
             lambda: train_head(
-                splits.train, splits.val, path, cfg, val_rerank, self.progress, lambda _: None
+                job.train, job.val, job.out, job.cfg, job.rerank, self.progress, lambda _: None
             ),
         )
-        return path
+        return job.out
+
+    def stacked_heads(self, rows: list[Row], source: Dataset, target: Dataset) -> None:
+        """Train the seeds of each head a table needs as one stacked computation.
+
+        Rows that differ only in inference settings share one head per seed already (the same
+        run); the seeds' heads differ only in their weights and random streams, so the ones
+        not yet done train together (`train_heads`), each into its own run folder, exactly as
+        `head` would train it alone. Runs already complete are left as they are.
+        """
+        if not self.cfg.stack_heads or len(self.cfg.seeds) < 2:
+            return
+        settings: list[dict] = []
+        for row in rows:
+            if row.system in HEAD_SYSTEMS and _fits(row, self.cfg) and row.head not in settings:
+                settings.append(row.head)
+        for overrides in settings:
+            pending = []
+            for seed in self.cfg.seeds:
+                folder, job, label = self.head_job(
+                    self.splits(source, seed, target), overrides, seed
+                )
+                if self.store.done(folder) is None:
+                    pending.append((folder, job))
+            if len(pending) < 2:
+                continue  # one head: `head` trains it alone
+            seeds = ",".join(str(job.cfg.seed) for _, job in pending)
+            self.echo(f"train the heads ({label}, seeds {seeds}) as one stacked computation ...")
+            t = time.perf_counter()
+            train_heads([job for _, job in pending], self.progress, lambda _: None)
+            record = {"seconds": time.perf_counter() - t, "stacked_seeds": seeds}
+            for folder, _ in pending:
+                self.ran.append(folder.name)
+                self.store.finish(folder, record)
 
     def coattention_head(self, splits: Splits, seed: int) -> Path:
         cfg = replace(self.cfg.coattention, seed=seed, device=self.cfg.device)
@@ -273,6 +311,12 @@ class Ablation:
         record = {**record, "seconds": time.perf_counter() - t}
         self.ran.append(folder.name)
         return self.store.finish(folder, record)
+
+
+def _fits(row: Row, cfg: AblationConfig) -> bool:
+    """False for a row that would sample with more DDIM steps than its head was trained with."""
+    steps = row.rerank.get("steps")
+    return steps is None or steps <= row.head.get("K", cfg.head.K)
 
 
 def _space(path: str | Path) -> str:

@@ -1,0 +1,140 @@
+"""How many threads training uses on a machine that other processes may share.
+
+Reads /proc/stat (Linux) between training steps; writes nothing. A training step of the heads
+is hundreds of small operators, each an OpenMP parallel region that ends in a barrier. When
+another process holds a core, one of our threads is descheduled while its partner waits at
+the barrier for it, every region, so a step that takes 12 ms on an idle machine takes many
+times that (bench/bench_contention.py measures it). One thread has no partner to wait for.
+
+The policy ("adaptive", the default): inside `training_threads()`, every `INTERVAL` seconds
+`tick()` measures how many cores the *other* processes used since the last look (all CPU
+time in /proc/stat minus this process's own) and sets torch's thread count to the cores left
+(at most the count on entry, at least 1; the first guess, before any step, is the 1-minute load
+average); on leaving, the entry count is restored. On an idle machine nothing changes.
+DIFFATR_THREADS=off turns it off; DIFFATR_THREADS=N fixes N threads.
+"""
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Iterator
+
+INTERVAL = 0.5  # seconds between looks at the machine's load
+MARGIN = 0.3  # cores the others may use before we give one up (background noise)
+
+_active: list["AdaptiveThreads"] = []
+
+
+def _cpu_seconds() -> float | None:
+    """CPU seconds spent by all processes (busy, not idle or iowait), or None off Linux."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+class AdaptiveThreads:
+    """Sets torch's thread count from the cores the other processes leave free."""
+
+    def __init__(self, max_threads: int, cores: int | None = None):
+        self.max_threads = max_threads
+        self.cores = cores or os.cpu_count() or 1
+        self.last = (time.monotonic(), _cpu_seconds(), _own_seconds())
+        self.changes = 0
+
+    def start(self) -> None:
+        """A first guess before any step: the 1-minute load average (our process idle)."""
+        import torch
+
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            return
+        self._set(torch, load)
+
+    def _set(self, torch, others: float) -> None:
+        busy = max(0, math.ceil(others - MARGIN))  # cores the others hold
+        want = max(1, min(self.max_threads, self.cores - busy))
+        if want != torch.get_num_threads():
+            torch.set_num_threads(want)
+            self.changes += 1
+
+    def others(self) -> float | None:
+        """Cores used by other processes since the last call, or None (unknown, too soon)."""
+        now, total, own = time.monotonic(), _cpu_seconds(), _own_seconds()
+        t0, total0, own0 = self.last
+        if total is None or total0 is None or now - t0 < INTERVAL:
+            return None
+        self.last = (now, total, own)
+        return max(0.0, (total - total0) - (own - own0)) / (now - t0)
+
+    def tick(self) -> None:
+        import torch
+
+        others = self.others()
+        if others is not None:
+            self._set(torch, others)
+
+
+def _mode() -> str:
+    return os.environ.get("DIFFATR_THREADS", "adaptive").strip().lower()
+
+
+@contextlib.contextmanager
+def training_threads() -> Iterator[None]:
+    """The thread policy for a training loop (call `tick()` once per step inside)."""
+    import torch
+
+    before = torch.get_num_threads()
+    mode = _mode()
+    if mode.isdigit() and int(mode) > 0:
+        torch.set_num_threads(int(mode))
+    elif mode == "adaptive" and before > 1:
+        _active.append(AdaptiveThreads(before))
+        _active[-1].start()
+    try:
+        yield
+    finally:
+        if _active and mode == "adaptive" and before > 1:
+            _active.pop()
+        torch.set_num_threads(before)
+
+
+def tick() -> None:
+    """Between two training steps: adjust the thread count if a policy is active."""
+    if _active:
+        _active[-1].tick()
+
+
+def policy():
+    """For benchmarks: an object whose `step_started()` applies the policy of DIFFATR_THREADS
+    for the whole process (no context to leave)."""
+    import torch
+
+    mode = _mode()
+    if mode == "adaptive" and torch.get_num_threads() > 1:
+        p = AdaptiveThreads(torch.get_num_threads())
+        p.start()
+        p.step_started = p.tick
+        return p
+    if mode.isdigit() and int(mode) > 0:
+        torch.set_num_threads(int(mode))
+
+    class _Off:
+        changes = 0
+
+        def step_started(self) -> None:
+            pass
+
+    return _Off()
