@@ -201,3 +201,15 @@ def test_head_options_without_head_are_a_usage_error(files) -> None:
     result = CliRunner().invoke(main, ["evaluate", str(files["val"]), "--topk", "8", "--seed", "3"])
     assert result.exit_code == 2
     assert "--topk, --seed only apply with --head" in result.output
+
+
+def test_evaluate_with_head_writes_a_per_query_report(files, tmp_path) -> None:
+    out = tmp_path / "report"
+    args = ["evaluate", files["val"], "--head", files["ckpt"], "--topk", "8", "--no-compile"]
+    result = run(*args, "--report", out)
+    assert result.exit_code == 0, result.output
+    assert "diffatr vs cosine: text-to-audio " in result.output
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "What diffatr changed, query by query" in page and '"audio":null' in page
+    assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+    assert "https://" not in page

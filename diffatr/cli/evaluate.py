@@ -8,6 +8,8 @@ from . import main
 from .coattention import evaluate_coattention, is_coattention_checkpoint
 from .options import CACHE, given, parse_topk
 
+REPORT_TOP = 5  # candidates per query the --report page lists under each system
+
 
 @main.command()
 @click.argument("cache", type=CACHE)
@@ -134,9 +136,26 @@ from .options import CACHE, given, parse_topk
     help="With --baseline dual-softmax: temperature T of the prior softmax over queries, on "
     "cosine similarities [default: 0.01, i.e. softmax(100 * cos)].",
 )
+@click.option(
+    "--report",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="With --head or --baseline: write DIR/index.html, a self-contained page of the queries "
+    "whose rank the re-ranker changed (top 5 under each, sortable and filterable), the metrics "
+    "and recall curves; it opens from disk.",
+)
+@click.option(
+    "--audio-dir",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="With --report: the clips' audio folder; the page gets a player per clip (relative "
+    "links, nothing copied).",
+)
 def evaluate(
     cache,
     protocol,
+    report,
+    audio_dir,
     json_out,
     submission,
     device,
@@ -159,7 +178,14 @@ def evaluate(
     from ..evaluate import EvalConfig, evaluate_cache, format_table, write_json
 
     chunking = {"max_elements": max_elements} if max_elements else {}
-    cfg = EvalConfig(protocol=protocol, device=device, verify=not no_verify, **chunking)
+    if audio_dir and not report:
+        raise click.UsageError("--audio-dir only applies with --report DIR")
+    if report and head["head"] is None and baseline is None:
+        raise click.UsageError(
+            "--report compares a re-ranking with cosine: give --head or --baseline"
+        )
+    record = {"per_query_top": REPORT_TOP} if report else {}
+    cfg = EvalConfig(protocol=protocol, device=device, verify=not no_verify, **chunking, **record)
     progress = sys.stderr.isatty()
     baseline_options = {"bank": bank, "beta": beta, "dsl_temperature": dsl_temperature}
     if baseline is not None:
@@ -200,6 +226,12 @@ def evaluate(
         click.echo(f"wrote {json_out}")
     if submission:
         click.echo(f"wrote {submission}")
+    if report:
+        from ..evaluate.html_report import write_query_report
+
+        page, summary = write_query_report(report, cache, results, audio_dir)
+        click.echo(summary)
+        click.echo(f"wrote {page}")
 
 
 def _evaluate_baseline(cache, cfg, submission, progress, name, options, head):
