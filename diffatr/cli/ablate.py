@@ -106,6 +106,12 @@ def _seeds(text: str) -> tuple[int, ...]:
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1.")
 @click.option("--no-compile", is_flag=True, help="Train and sample without torch.compile (eager).")
+@click.option(
+    "--report",
+    is_flag=True,
+    help="Also write OUT/TABLE/report/: a self-contained HTML page per re-ranked row and seed "
+    "of the queries whose rank it changed against cosine (as `evaluate --report`).",
+)
 def ablate(tables, data, out, seeds, epochs, batch_size, K, topk, contrastive_epochs, **flags):
     """Run the ablation TABLES (or `all`) over caches and seeds; print paper-style tables.
 
@@ -151,6 +157,7 @@ def ablate(tables, data, out, seeds, epochs, batch_size, K, topk, contrastive_ep
         coattention=coattention,
         protocol=flags["protocol"],
         device=flags["device"],
+        report=flags["report"],
     )
     names = list(TABLE_NAMES) if "all" in tables else list(dict.fromkeys(tables))
     if "all" in tables and len(data) < 2:

@@ -125,13 +125,13 @@ def _text(x: float, y: float, text: str, attrs: str = 'text-anchor="middle"') ->
     return f'<text x="{x:.1f}" y="{y:.1f}" font-size="11" {attrs}>{html.escape(text)}</text>'
 
 
-def _metrics_table(results: dict[str, EvalResult]) -> str:
+def _metrics_table(metrics: dict[str, dict]) -> str:
     head = "".join(f"<th>{m}</th>" for m in METRICS)
     rows = []
-    for name, r in results.items():
+    for name, values in metrics.items():
         for d in ("t2a", "a2t"):
-            if f"{d}_R@1" in r.metrics:
-                cells = "".join(f"<td>{r.metrics[f'{d}_{m}']:.1f}</td>" for m in METRICS)
+            if f"{d}_R@1" in values:
+                cells = "".join(f"<td>{values[f'{d}_{m}']:.1f}</td>" for m in METRICS)
                 rows.append(f"<tr><td>{html.escape(name)}</td><td>{d}</td>{cells}</tr>")
     return (
         f'<table class="metrics"><thead><tr><th>system</th><th>dir</th>{head}</tr></thead>'
@@ -155,10 +155,24 @@ def write_query_report(
     """Write out_dir/index.html comparing results' second system with its first (the base).
 
     Returns the page's path and the one-line summary."""
-    names = list(results)
-    if len(names) != 2 or any(results[n].queries is None for n in names):
+    if len(results) != 2 or any(r.queries is None for r in results.values()):
         raise ValueError("a report compares two rankings that recorded per-query outcomes")
-    base, other = results[names[0]].queries, results[names[1]].queries
+    systems = {name: (r.metrics, r.queries) for name, r in results.items()}
+    protocol = next(iter(results.values())).config.protocol
+    return write_report_page(out_dir, cache_path, systems, protocol, audio_dir, settings)
+
+
+def write_report_page(
+    out_dir: str | os.PathLike,
+    cache_path: str | os.PathLike,
+    systems: dict[str, tuple[dict, QueryOutcomes]],
+    protocol: str,
+    audio_dir: str | os.PathLike | None = None,
+    settings: str = "",
+) -> tuple[Path, str]:
+    """`write_query_report` from {name: (metrics, outcomes)}, base first (what ablate has)."""
+    names = list(systems)
+    base, other = systems[names[0]][1], systems[names[1]][1]
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: --report names a folder, and this is a file")
@@ -178,13 +192,12 @@ def write_query_report(
     curves = "".join(
         _curves_svg(
             f"{DIRECTION_NAMES[d]} R@k",
-            {n: _recall(getattr(results[n].queries, f"{d}_rank")) for n in names},
+            {n: _recall(getattr(systems[n][1], f"{d}_rank")) for n in names},
         )
         for d in directions
     )
     e = html.escape
     n0, n1, k = e(names[0]), e(names[1]), base.t2a_top.shape[1]
-    protocol = results[names[0]].config.protocol
     extra = " &middot; " + e(settings) if settings else ""
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -197,7 +210,7 @@ def write_query_report(
 &middot; {len(captions):,} captions, {len(clips):,} clips{extra}</p>
 <p class="summary" id="summary">{e(summary)}</p>
 <h2>Metrics</h2>
-{_metrics_table(results)}
+{_metrics_table({n: m for n, (m, _) in systems.items()})}
 <h2>Recall curves</h2>
 <div class="curves">{curves}</div>
 <h2>Queries</h2>

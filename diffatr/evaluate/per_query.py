@@ -13,11 +13,13 @@ Ties follow ranks.py: descending score, then gallery order. A direction the prot
 rank (a2t under dcase) stays unrecorded.
 """
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_open
 from .ranks import _check_finite, _rank_of
 
 
@@ -125,3 +127,16 @@ def rank_changes(base: QueryOutcomes, other: QueryOutcomes, direction: str) -> C
     delta = r0[query] - r1[query]  # > 0: improved
     improved, worsened = int((delta > 0).sum()), int((delta < 0).sum())
     return Change(int(query.sum()), improved, worsened, int(query.sum()) - improved - worsened)
+
+
+def save_outcomes(path: str | os.PathLike, out: QueryOutcomes) -> None:
+    """One .npz of the arrays (and the directions), written atomically."""
+    arrays = {k: v for k, v in asdict(out).items() if k != "directions"}
+    with atomic_open(path, "wb") as f:
+        np.savez(f, directions=np.array(out.directions, dtype=str), **arrays)
+
+
+def load_outcomes(path: str | os.PathLike) -> QueryOutcomes:
+    with np.load(path, allow_pickle=False) as z:
+        fields = {k: z[k] for k in z.files if k != "directions"}
+        return QueryOutcomes(**fields, directions=tuple(str(d) for d in z["directions"]))

@@ -95,7 +95,13 @@ JS = r"""
     return b;
   }
 
+  const haystacks = {};
   function searchable(Q, i) {
+    const memo = haystacks[state.dir] || (haystacks[state.dir] = []);
+    if (memo[i] === undefined) memo[i] = haystack(Q, i);
+    return memo[i];
+  }
+  function haystack(Q, i) {
     const q = isT2a() ? D.captions[Q.q[i]] : D.clips[Q.q[i]];
     const gt = gtList(Q, i).map((g) => (isT2a() ? D.clips[g] : D.captions[g]));
     return (q + "\n" + gt.join("\n")).toLowerCase();

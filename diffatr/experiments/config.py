@@ -46,3 +46,4 @@ class AblationConfig:
     #   frames and tokens must be in the caches; `diffatr project` carries them through)
     protocol: str = "paper"  # "paper" (both directions) or "dcase" (t2a + jackknife CI)
     device: str = "auto"  # "auto" = CUDA when present, else CPU
+    report: bool = False  # also a per-query HTML page of every re-ranked row vs cosine

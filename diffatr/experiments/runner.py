@@ -28,7 +28,8 @@ from ..evaluate.baselines import baseline_scores
 from .config import AblationConfig, Dataset
 from .figures import diffusion_figure, recall_figure
 from .grids import HEAD_SYSTEMS, TABLES, Row
-from .measure import measure
+from .measure import REPORT_TOP, measure
+from .reports import write_reports
 from .store import Store, file_identity
 from .tables import write_table
 
@@ -80,6 +81,10 @@ class Ablation:
             texts[name] = write_table(self.out / name, name, records, self.cfg)
             self.echo(texts[name])
             self.echo(f"wrote {self.out / name}/results.json, results.csv, table.txt")
+            if self.cfg.report:
+                folder = self.out / name / "report"
+                pages = write_reports(folder, records, self.cfg.protocol)
+                self.echo(f"wrote {len(pages)} per-query report(s), listed in {folder}/index.html")
             if name == "strategy":
                 for path in self.figures(records, *pairs[0]):
                     self.echo(f"wrote {path}")
@@ -230,7 +235,10 @@ class Ablation:
         elif row.system != "cosine":
             key |= {"baseline": asdict(self.cfg.baseline), "topk": rerank.topk}
             key |= {"bank": splits.key["train"]}
+        if self.cfg.report:  # a separate run: earlier ones kept no per-query record
+            key |= {"per_query": REPORT_TOP}
         folder = self.store.run_dir("eval", f"{row.system}-{row.label}", key)
+        record_path = folder / "queries.npz" if self.cfg.report else None
 
         def run() -> dict:
             test = load_joint(splits.test, "test")
@@ -252,7 +260,10 @@ class Ablation:
                 scores = baseline_scores(
                     row.system, test.text, test.audio, bcfg, bank.text, bank.audio, self.device
                 )
-            return measure(scores, test.audio_index.to(self.device), self.cfg.protocol)
+            out = measure(scores, test.audio_index.to(self.device), self.cfg.protocol, record_path)
+            if record_path is not None:
+                out |= {"queries": str(record_path), "test_cache": str(splits.test)}
+            return out
 
         record = self._once(folder, f"evaluate {row.system} {row.label} (seed {seed})", run)
         return {"system": row.system, "seed": seed, **record}
