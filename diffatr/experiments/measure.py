@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from ..evaluate import dcase_protocol, t2a_ranks
+from ..evaluate import dcase_protocol
 from ..evaluate.curves import recall_from_ranks
+from ..evaluate.joint_ranks import paper_ranks
 from ..evaluate.metrics import paper_from_ranks
 from ..evaluate.per_query import RecordingScores, save_outcomes
-from ..evaluate.ranks import a2t_ranks
 from ..evaluate.similarity import Scores
 
 CURVE_KS = range(1, 101)
@@ -37,8 +37,7 @@ def _measure(scores: Scores, audio_index: torch.Tensor, protocol: str) -> dict:
     if protocol == "dcase":
         metrics, _ = dcase_protocol(scores, audio_index)
         return {"metrics": metrics}
-    t2a, _ = t2a_ranks(scores, audio_index)
-    a2t = a2t_ranks(scores, audio_index)
+    t2a, a2t = paper_ranks(scores, audio_index)
     curves = recall_from_ranks(t2a, a2t, audio_index, CURVE_KS)
     return {
         "metrics": paper_from_ranks(t2a, a2t, audio_index),
