@@ -33,12 +33,14 @@ def run_child(cache: Path, max_elements: int, protocol: str, package: Path | Non
     """Evaluate in a fresh process (importing diffatr from `package`, a folder holding it, if
     given); return wall seconds, that process's peak RSS and the metrics."""
     code = (
-        "import sys, json, time\n"
+        "import sys, json, time, resource\n"
         "from diffatr.evaluate import EvalConfig, evaluate_cache\n"
         "t = time.perf_counter()\n"
         f"r = evaluate_cache(sys.argv[1], EvalConfig(protocol={protocol!r}, "
         f"max_elements={max_elements}, device='cpu'))\n"
+        "u = resource.getrusage(resource.RUSAGE_SELF)\n"
         "print(json.dumps({'seconds': time.perf_counter() - t, "
+        "'cpu_s': u.ru_utime + u.ru_stime, "
         f"'peak_rss_mb': {PEAK_RSS_MB}, "
         "'metrics': r.metrics}))\n"
     )
@@ -107,7 +109,8 @@ def main() -> None:
                     print(
                         f"{name:>10} --max-elements {max_elements:>9} "
                         f"({max_elements * 4 / 2**20:.0f} MB blocks), round {round_ + 1}: "
-                        f"{r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB, "
+                        f"{r['seconds']:.1f} s (CPU {r['cpu_s']:.1f} s), "
+                        f"peak RSS {r['peak_rss_mb']:.0f} MB, "
                         f"t2a R@1 {r['metrics']['t2a_R@1']:.2f}, a2t R@1 "
                         f"{r['metrics'].get('a2t_R@1', float('nan')):.2f}",
                         flush=True,
