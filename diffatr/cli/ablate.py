@@ -107,6 +107,12 @@ from .options import parse_seeds, parse_topk
     help="Train the seeds' heads one after another instead of as one stacked computation "
     "(the same heads either way, to float rounding; stacked is faster).",
 )
+@click.option(
+    "--report",
+    is_flag=True,
+    help="Also write OUT/TABLE/report/: a self-contained HTML page per re-ranked row and seed "
+    "of the queries whose rank it changed against cosine (as `evaluate --report`).",
+)
 def ablate(tables, data, out, seeds, epochs, batch_size, K, topk, contrastive_epochs, **flags):
     """Run the ablation TABLES (or `all`) over caches and seeds; print paper-style tables.
 
@@ -155,6 +161,7 @@ def ablate(tables, data, out, seeds, epochs, batch_size, K, topk, contrastive_ep
         figure_query=parse_figure_query(flags["figure_query"]),
         device=flags["device"],
         stack_heads=not flags["no_stack"],
+        report=flags["report"],
     )
     names = list(TABLE_NAMES) if "all" in tables else list(dict.fromkeys(tables))
     if "all" in tables and len(data) < 2:

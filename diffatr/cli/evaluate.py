@@ -7,6 +7,8 @@ from . import main
 from .coattention import evaluate_coattention
 from .options import CACHE, given, only_with, only_with_head, parse_topk
 
+REPORT_TOP = 5  # candidates per query the --report page lists under each system
+
 
 @main.command()
 @click.argument("cache", type=CACHE)
@@ -143,10 +145,27 @@ from .options import CACHE, given, only_with, only_with_head, parse_topk
     help="With --baseline dual-softmax: temperature T of the prior softmax over queries, on "
     "cosine similarities [default: 0.01, i.e. softmax(100 * cos)].",
 )
+@click.option(
+    "--report",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="With --head or --baseline: write DIR/index.html, a self-contained page of the queries "
+    "whose rank the re-ranker changed (top 5 under each, sortable and filterable), the metrics "
+    "and recall curves; it opens from disk.",
+)
+@click.option(
+    "--audio-dir",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="With --report: the clips' audio folder; the page gets a player per clip (relative "
+    "links, nothing copied).",
+)
 def evaluate(
     cache,
     protocol,
     relevance,
+    report,
+    audio_dir,
     json_out,
     submission,
     device,
@@ -171,12 +190,20 @@ def evaluate(
     chunking = {"max_elements": max_elements} if max_elements else {}
     if relevance is not None and protocol != "dcase2025":
         raise click.UsageError("--relevance only applies with --protocol dcase2025")
+    if audio_dir and not report:
+        raise click.UsageError("--audio-dir only applies with --report DIR")
+    if report and head["head"] is None and baseline is None:
+        raise click.UsageError(
+            "--report compares a re-ranking with cosine: give --head or --baseline"
+        )
+    record = {"per_query_top": REPORT_TOP} if report else {}
     cfg = EvalConfig(
         protocol=protocol,
         relevance=relevance or "",
         device=device,
         verify=not no_verify,
         **chunking,
+        **record,
     )
     progress = True  # a bar on a terminal, plain lines in a log
     baseline_options = {"bank": bank, "beta": beta, "dsl_temperature": dsl_temperature}
@@ -218,6 +245,12 @@ def evaluate(
         click.echo(f"wrote {json_out}")
     if submission:
         click.echo(f"wrote {submission}")
+    if report:
+        from ..evaluate.html_report import write_query_report
+
+        page, summary = write_query_report(report, cache, results, audio_dir)
+        click.echo(summary)
+        click.echo(f"wrote {page}")
 
 
 def _evaluate_baseline(cache, cfg, submission, progress, name, options, head):

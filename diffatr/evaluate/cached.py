@@ -16,6 +16,7 @@ from ..errors import UserError
 from .dcase import SUBMISSION_COLUMNS, write_submission
 from .dcase2025 import dcase2025_protocol, read_relevance, write_predictions
 from .metrics import dcase_protocol, paper_protocol
+from .per_query import QueryOutcomes, RecordingScores
 from .ranks import DEFAULT_MAX_ELEMENTS
 from .similarity import CosineScores, Scores
 
@@ -33,6 +34,7 @@ class EvalConfig:
     max_elements: int = DEFAULT_MAX_ELEMENTS  # similarity entries held at once (4 bytes each)
     device: str = "auto"  # "auto" = CUDA when present, else CPU
     verify: bool = True  # check the whole cache (NaN, index ranges, ...) before ranking
+    per_query_top: int = 0  # > 0: also record each query's rank and its best N (--report)
 
 
 @dataclass
@@ -42,6 +44,7 @@ class EvalResult:
     cache: Path
     counts: dict[str, int] = field(default_factory=dict)
     ranking: str = "cosine"
+    queries: QueryOutcomes | None = None  # with cfg.per_query_top > 0
 
     def to_json(self) -> dict:
         return {
@@ -101,6 +104,8 @@ def evaluate_cache(
     else:
         scores = make_scores(data.text, data.audio, device)
     del data  # ranking needs only the normalised copies inside `scores`
+    if cfg.per_query_top > 0:
+        scores = RecordingScores(scores, index, cfg.per_query_top)
     counts = {
         "captions": len(captions),
         "clips": len(ids),
@@ -117,4 +122,5 @@ def evaluate_cache(
         metrics, best = dcase_protocol(scores, index, cfg.max_elements, top, progress)
         if submission is not None:
             write_submission(submission, captions, [[ids[j] for j in row] for row in best.tolist()])
-    return EvalResult(metrics=metrics, config=cfg, cache=path, counts=counts, ranking=ranking)
+    queries = scores.outcomes() if isinstance(scores, RecordingScores) else None
+    return EvalResult(metrics, cfg, path, counts, ranking, queries)

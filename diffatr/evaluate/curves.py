@@ -11,7 +11,8 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from .ranks import DEFAULT_MAX_ELEMENTS, a2t_ranks, t2a_ranks
+from .joint_ranks import paper_ranks
+from .ranks import DEFAULT_MAX_ELEMENTS
 from .similarity import Scores
 
 
@@ -48,6 +49,5 @@ def recall_curve(
     progress: bool = False,
 ) -> dict[str, np.ndarray]:
     """{"t2a": R@k, "a2t": R@k} in percent, one value per k of `ks`, paper protocol."""
-    t2a, _ = t2a_ranks(scores, audio_index, max_elements, progress=progress)
-    a2t = a2t_ranks(scores, audio_index, max_elements, progress=progress)
+    t2a, a2t = paper_ranks(scores, audio_index, max_elements, progress)
     return recall_from_ranks(t2a, a2t, audio_index, ks)

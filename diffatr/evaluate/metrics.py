@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from .dcase import jackknife_interval
-from .ranks import DEFAULT_MAX_ELEMENTS, a2t_ranks, t2a_ranks
+from .joint_ranks import paper_ranks
+from .ranks import DEFAULT_MAX_ELEMENTS, t2a_ranks
 from .similarity import Scores
 
 RECALL_AT = (1, 5, 10)
@@ -77,8 +78,7 @@ def paper_protocol(
     progress: bool = False,
 ) -> dict[str, float]:
     """Both directions, Mei et al.'s definitions (see the module docstring)."""
-    t2a, _ = t2a_ranks(scores, audio_index, max_elements, progress=progress)
-    a2t = a2t_ranks(scores, audio_index, max_elements, progress=progress)
+    t2a, a2t = paper_ranks(scores, audio_index, max_elements, progress)
     return paper_from_ranks(t2a, a2t, audio_index)
 
 

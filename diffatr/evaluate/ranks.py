@@ -23,8 +23,10 @@ DEFAULT_MAX_ELEMENTS = 1 << 22
 def _rank_of(block: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """1-based rank of column target[i] within row i of block (R, M) under the tie rule."""
     s_true = block.gather(1, target[:, None])  # (R, 1)
-    higher = torch.count_nonzero(block > s_true, dim=1)
-    equal = torch.count_nonzero(block == s_true, dim=1)  # >= 1: the target itself
+    # sum(dtype=int32) of a bool mask: ~7x faster on CPU than count_nonzero(dim=1), which
+    # widens every entry to int64 first.
+    higher = (block > s_true).sum(1, dtype=torch.int32).long()
+    equal = (block == s_true).sum(1, dtype=torch.int32)  # >= 1: the target itself
     tied = (equal > 1).nonzero().squeeze(1)
     rank = 1 + higher
     if tied.numel():
@@ -34,6 +36,15 @@ def _rank_of(block: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             (rows == s_true[tied]) & (columns < target[tied, None]), 1
         )
     return rank
+
+
+def _row_ranks(block: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Rank of column target[i] within row i of block (R, M); 0 where target[i] is -1."""
+    rows = (target >= 0).nonzero().squeeze(1)
+    out = torch.zeros(len(block), dtype=torch.int64, device=block.device)
+    if len(rows):
+        out[rows] = _rank_of(block[rows] if len(rows) < len(block) else block, target[rows])
+    return out
 
 
 def _check_finite(block: torch.Tensor, direction: str, start: int) -> None:
@@ -71,9 +82,7 @@ def t2a_ranks(
             block = scores.t2a(start, min(nt, start + step))  # (b, Na)
             _check_finite(block, "text-to-audio", start)
             target = audio_index[start : start + len(block)].to(block.device)
-            labelled = target >= 0
-            r = _rank_of(block, target.clamp_min(0))
-            ranks[start : start + len(block)] = torch.where(labelled, r, 0).cpu()
+            ranks[start : start + len(block)] = _row_ranks(block, target).cpu()
             if best is not None:
                 order = torch.sort(block, dim=1, descending=True, stable=True).indices
                 best[start : start + len(block)] = order[:, : best.shape[1]].cpu()
@@ -106,13 +115,61 @@ def a2t_ranks(
                 continue  # no clip in this chunk has a caption: nothing to rank
             block = scores.a2t(a0, a1)  # (b, Nt)
             _check_finite(block, "audio-to-text", a0)
-            captions = order[lo:hi]
-            clip_rows = grouped[lo:hi] - a0  # (n,) row of each caption's clip in the block
-            slot = torch.arange(hi - lo) - torch.searchsorted(clip_rows, clip_rows)  # 0, 1, ...
-            for g in range(int(slot.max()) + 1):
-                # The g-th caption of every clip that has one: compare whole rows in place,
-                # copying rows only for clips that lack a g-th caption.
-                c, r = captions[slot == g], clip_rows[slot == g]
-                rows = block if len(r) == len(block) else block[r.to(block.device)]
-                ranks[c] = _rank_of(rows, c.to(block.device)).cpu()
+            captions = order[lo:hi].to(block.device)
+            clip_rows = (grouped[lo:hi] - a0).to(block.device)  # (n,) row of each caption's clip
+            slot = torch.arange(hi - lo, device=block.device) - torch.searchsorted(
+                clip_rows, clip_rows
+            )  # 0, 1, ... among the clip's captions
+            ranks[captions.cpu()] = _ranks_in_rows(block, captions, clip_rows, slot).cpu()
     return ranks
+
+
+# A row's candidates (entries at or above its lowest ground-truth score) are usually a few
+# percent of it; past this share, comparing whole rows once per caption slot is cheaper.
+CANDIDATE_SHARE = 0.125
+
+
+def _ranks_in_rows(
+    block: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor, slot: torch.Tensor
+) -> torch.Tensor:
+    """Rank of column cols[n] within row rows[n] of block (R, M) under the tie rule, for
+    targets that share rows (slot[n]: 0, 1, ... among its row's targets).
+
+    One comparison per entry finds each row's candidates, the entries at or above its lowest
+    target score; only they can rank above a target, so the per-target counts run over them."""
+    n_slots = int(slot.max()) + 1
+    if not block.is_floating_point():  # no inf to mark rows without a target
+        return _ranks_by_slot(block, cols, rows, slot, n_slots)
+    s_true = block[rows, cols]  # (n,)
+    floor = torch.full((len(block),), torch.inf, device=block.device, dtype=block.dtype)
+    floor = floor.scatter_reduce(0, rows, s_true, "amin")  # (R,) inf: a row with no target
+    mask = block >= floor[:, None]  # (R, M)
+    if int(torch.count_nonzero(mask)) > CANDIDATE_SHARE * mask.numel():
+        return _ranks_by_slot(block, cols, rows, slot, n_slots)
+    r, c = mask.nonzero(as_tuple=True)  # (C,) candidates, row-major
+    v = block[r, c]
+    out = torch.empty(len(cols), dtype=torch.int64, device=block.device)
+    for g in range(n_slots):
+        # The g-th target of every row that has one, against its row's candidates.
+        sel = slot == g
+        t = torch.full_like(floor, torch.inf)
+        t[rows[sel]] = s_true[sel]
+        tc = torch.full((len(block),), -1, dtype=torch.int64, device=block.device)
+        tc[rows[sel]] = cols[sel]
+        tr = t[r]
+        beats = (v > tr) | ((v == tr) & (c < tc[r]))  # (C,)
+        out[sel] = 1 + torch.bincount(r[beats], minlength=len(block))[rows[sel]]
+    return out
+
+
+def _ranks_by_slot(block, cols, rows, slot, n_slots: int) -> torch.Tensor:
+    """The same ranks by whole-row comparisons, one pass per slot (for rows of many ties)."""
+    out = torch.empty(len(cols), dtype=torch.int64, device=block.device)
+    for g in range(n_slots):
+        # The g-th target of every row that has one: compare whole rows in place, copying
+        # rows only when some row lacks a g-th target.
+        sel = slot == g
+        r = rows[sel]
+        part = block if len(r) == len(block) else block[r]
+        out[sel] = _rank_of(part, cols[sel])
+    return out

@@ -24,6 +24,8 @@ class Scores(Protocol):
 class DenseScores:
     """A similarity matrix S (Nt, Na) already in memory."""
 
+    a2t_is_transpose = True  # a2t rows are columns of t2a rows: joint_ranks.py's one pass
+
     def __init__(self, S: torch.Tensor):
         self.S = torch.as_tensor(S)
         if self.S.ndim != 2:
@@ -38,9 +40,15 @@ class DenseScores:
     def a2t(self, start: int, stop: int) -> torch.Tensor:
         return self.S[:, start:stop].T
 
+    def pair_scores(self, text_rows: torch.Tensor, audio_rows: torch.Tensor) -> torch.Tensor:
+        """S[text_rows[k], audio_rows[k]] for each k."""
+        return self.S[text_rows.to(self.S.device), audio_rows.to(self.S.device)]
+
 
 class CosineScores:
     """Cosine similarity of text (Nt, D) and audio (Na, D) embeddings, in float32 on `device`."""
+
+    a2t_is_transpose = True
 
     def __init__(self, text: torch.Tensor, audio: torch.Tensor, device: torch.device | str = "cpu"):
         if text.shape[1] != audio.shape[1]:
@@ -54,6 +62,12 @@ class CosineScores:
 
     def a2t(self, start: int, stop: int) -> torch.Tensor:
         return self.audio[start:stop] @ self.text.T
+
+    def pair_scores(self, text_rows: torch.Tensor, audio_rows: torch.Tensor) -> torch.Tensor:
+        """cos(text[text_rows[k]], audio[audio_rows[k]]) for each k (rounded apart from t2a's
+        product, by less than joint_ranks.FLOOR_MARGIN)."""
+        t = self.text[text_rows.to(self.text.device)]  # (n, D)
+        return (t * self.audio[audio_rows.to(self.audio.device)]).sum(1)
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:

@@ -51,3 +51,4 @@ class AblationConfig:
     device: str = "auto"  # "auto" = CUDA when present, else CPU
     stack_heads: bool = True  # train a row's seeds' heads as one stacked computation (each as
     #   trained alone; False: one after another, as before)
+    report: bool = False  # also a per-query HTML page of every re-ranked row vs cosine

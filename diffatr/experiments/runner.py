@@ -29,7 +29,8 @@ from ..evaluate.baselines import baseline_scores
 from .config import AblationConfig, Dataset
 from .figures import diffusion_figure, recall_figure
 from .grids import HEAD_SYSTEMS, TABLES, Row
-from .measure import measure
+from .measure import REPORT_TOP, measure
+from .reports import write_reports
 from .store import Store, file_identity
 from .tables import write_table
 
@@ -81,6 +82,10 @@ class Ablation:
             texts[name] = write_table(self.out / name, name, records, self.cfg)
             self.echo(texts[name])
             self.echo(f"wrote {self.out / name}/results.json, results.csv, table.txt")
+            if self.cfg.report:
+                folder = self.out / name / "report"
+                pages = write_reports(folder, records, self.cfg.protocol)
+                self.echo(f"wrote {len(pages)} per-query report(s), listed in {folder}/index.html")
             if name == "strategy":
                 for path in self.figures(records, *pairs[0]):
                     self.echo(f"wrote {path}")
@@ -269,7 +274,10 @@ class Ablation:
         elif row.system != "cosine":
             key |= {"baseline": asdict(self.cfg.baseline), "topk": rerank.topk}
             key |= {"bank": splits.key["train"]}
+        if self.cfg.report:  # a separate run: earlier ones kept no per-query record
+            key |= {"per_query": REPORT_TOP}
         folder = self.store.run_dir("eval", f"{row.system}-{row.label}", key)
+        record_path = folder / "queries.npz" if self.cfg.report else None
 
         def run() -> dict:
             test = load_joint(splits.test, "test")
@@ -292,7 +300,10 @@ class Ablation:
                     row.system, test.text, test.audio, bcfg, bank.text, bank.audio, self.device
                 )
             index = test.audio_index.to(self.device)
-            return measure(scores, index, self.cfg.protocol, self.progress)
+            out = measure(scores, index, self.cfg.protocol, self.progress, record_path)
+            if record_path is not None:
+                out |= {"queries": str(record_path), "test_cache": str(splits.test)}
+            return out
 
         record = self._once(folder, f"evaluate {row.system} {row.label} (seed {seed})", run)
         return {"system": row.system, "seed": seed, **record}
