@@ -94,29 +94,82 @@ def make_step(model: str, compiled: bool):
         text, audio = torch.randn(32, 512), torch.randn(32, 512)
         return lambda: trainer.step(text, audio, g)
     if model == "contrastive":
-        from diffatr.contrastive.heads import ProjectionHeads
-        from diffatr.contrastive.loss import nt_xent
-
-        heads = ProjectionHeads(2048, 768, 512)
-        opt = torch.optim.Adam(heads.parameters(), lr=1e-4)
-        a, t = torch.randn(32, 2048), torch.randn(32, 768)
-
-        def step():
-            zt, za = heads(t, a)
-            loss = nt_xent(zt, za, 0.07, None)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-        return step
+        return contrastive_step()
+    if model == "coattention":
+        return coattention_step()
     raise SystemExit(f"unknown model {model}")
+
+
+def contrastive_step():
+    """Phase 1's step as `contrastive.train.run_epoch` runs it: 2048-d audio, 768-d text,
+    J = 512, batch 32 drawn from 160 clips (the siblings masked), fused Adam, grad clip."""
+    import torch
+
+    from diffatr.contrastive import ContrastiveConfig
+    from diffatr.contrastive.heads import ProjectionHeads
+    from diffatr.contrastive.loss import nt_xent
+
+    cfg = ContrastiveConfig()
+    heads = ProjectionHeads(2048, 768, cfg.joint_dim)
+    opt = torch.optim.Adam(heads.parameters(), lr=cfg.lr, fused=True)
+    params = list(heads.parameters())
+    g = torch.Generator().manual_seed(0)
+    clips = torch.randint(0, 160, (32,), generator=g)  # (B,)
+    a = torch.randn(160, 2048, generator=g)[clips]  # (B, Da)
+    t = torch.randn(32, 768, generator=g)  # (B, Dt)
+
+    def step():
+        zt, za = heads(t, a)
+        loss = nt_xent(zt, za, cfg.tau, clips)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+
+    return step
+
+
+def coattention_step():
+    """The co-attention head's step as `coattention.train.run_epoch` runs it (default config,
+    batch 32, so 1,024 pair scores): Clotho-like sequences, T ~ U[25, 35] frames x 2048,
+    L ~ U[12, 28] tokens x 768, padded and masked; AdamW, grad clip."""
+    import torch
+
+    from diffatr.coattention import CoAttentionConfig, CoAttentionHead, nt_xent
+    from diffatr.coattention.train import make_optimizer
+
+    cfg = CoAttentionConfig()
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = CoAttentionHead(2048, 768, cfg).train()
+    opt = make_optimizer(model, cfg)
+    B = cfg.batch_size
+    frame_len = torch.randint(25, 36, (B,), generator=g)
+    token_len = torch.randint(12, 29, (B,), generator=g)
+    frames = torch.randn(B, int(frame_len.max()), 2048, generator=g)  # (B, T, Df)
+    tokens = torch.randn(B, int(token_len.max()), 768, generator=g)  # (B, L, Dl)
+    frame_mask = torch.arange(frames.shape[1]) < frame_len[:, None]  # (B, T)
+    token_mask = torch.arange(tokens.shape[1]) < token_len[:, None]  # (B, L)
+    siblings = torch.zeros(B, B, dtype=torch.bool)
+
+    def step():
+        S = model.all_pairs(
+            model.encode_text(tokens, token_mask), model.encode_audio(frames, frame_mask)
+        )  # (B, B)
+        loss = nt_xent(S, cfg.tau, siblings)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+
+    return step
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--batches", type=int, default=150)
-    parser.add_argument("--model", choices=["head", "contrastive"], default="head")
+    parser.add_argument("--model", choices=["head", "contrastive", "coattention"], default="head")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
