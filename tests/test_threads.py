@@ -1,6 +1,7 @@
 """The thread policy of training (diffatr/threads.py): the cores other processes used, from
 /proc/stat minus this process's own CPU time, set torch's thread count; the entry count comes
-back afterwards; DIFFATR_THREADS=off / N. The machine's load is simulated (no timing here)."""
+back afterwards; DIFFATR_THREADS=off / N; phase 1 and the co-attention trainer follow it every
+step. The machine's load is simulated (no timing here)."""
 
 import pytest
 import torch
@@ -94,3 +95,66 @@ def test_training_threads_restores_the_count_and_obeys_the_environment(machine, 
         machine.run(1.0, ours=1.0, others=0.0)
         threads.tick()
         assert torch.get_num_threads() == 1
+
+
+def _train_contrastive(root):
+    from diffatr.cache import BackboneSyntheticConfig, make_synthetic_backbone
+    from diffatr.contrastive import ContrastiveConfig
+    from diffatr.contrastive import train as module
+
+    data = BackboneSyntheticConfig(n_clips=40, captions_per_clip=(2,), audio_dim=24, text_dim=16)
+    for split in ("train", "val"):
+        make_synthetic_backbone(root / f"{split}.h5", data, split=split)
+    cfg = ContrastiveConfig(joint_dim=8, epochs=2, batch_size=16, device="cpu")
+    batches = cfg.epochs * (40 * 2 // 16)  # whole batches only
+
+    def run():
+        module.train_contrastive(
+            root / "train.h5", root / "val.h5", root / "p.pt", cfg, False, lambda _: None
+        )
+
+    return module, run, batches
+
+
+def _train_coattention(root):
+    from diffatr.cache import SequenceSyntheticConfig, make_synthetic_sequences
+    from diffatr.coattention import CoAttentionConfig
+    from diffatr.coattention import train as module
+
+    for split, seed in (("train", 1), ("val", 2)):
+        make_synthetic_sequences(root / f"{split}.h5", SequenceSyntheticConfig(n_bags=5, seed=seed))
+    cfg = CoAttentionConfig(d_model=16, heads=2, ffn=32, batch_size=8, epochs=2, val_topk=4)
+    batches = cfg.epochs * (5 * 2 * 2 // 8 + 1)  # 20 pairs: 8 + 8 + 4 per epoch
+
+    def run():
+        module.train_coattention(
+            root / "train.h5", root / "val.h5", root / "c.pt", cfg, False, lambda _: None
+        )
+
+    return module, run, batches
+
+
+@pytest.mark.parametrize("trainer", [_train_contrastive, _train_coattention])
+def test_phase_1_and_the_coattention_head_follow_the_policy_every_step(
+    trainer, machine, monkeypatch, tmp_path
+) -> None:
+    """The trainers run inside `training_threads` and tick once a step: a competitor that holds
+    a core takes a thread away at the next step, and its end gives the thread back."""
+    module, run, batches = trainer(tmp_path)
+    torch.set_num_threads(2)
+    monkeypatch.delenv("DIFFATR_THREADS", raising=False)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.1, 0.1, 0.1))  # idle on entry
+    others = iter([1.5, 1.5] + [0.0] * 1000)  # cores the others use, look by look
+    monkeypatch.setattr(threads.AdaptiveThreads, "others", lambda self: next(others))
+    seen = []
+
+    def spy() -> None:
+        threads.tick()
+        seen.append(torch.get_num_threads())
+
+    monkeypatch.setattr(module, "tick", spy)
+    run()
+    assert seen[:3] == [1, 1, 2] and set(seen[3:]) == {2}
+    assert len(seen) == batches
+    assert torch.get_num_threads() == 2 and not threads._active
