@@ -2,15 +2,17 @@
 
 Each policy runs in a fresh child process (the OpenMP settings must be in its environment
 before torch loads libgomp): it trains the diffusion head (the fast path: stacked, compiled,
-fused optimiser step; D = 512, batch 32, random pairs) for `--batches` batches with the
-machine as it is ("quiet"), then again while a competitor runs: another child process doing
-2 threads of 512 x 512 float32 matrix products without pause. Reported: ms per batch in
-both conditions side by side, their ratio, and the load average at the start.
+fused optimiser step; D = 512, batch 32, random pairs), or the co-attention head or phase 1's
+projections (their trainers' steps on random batches: `coattention_step`, `contrastive_step`),
+for `--batches` batches with the machine as it is ("quiet"), then again while a competitor
+runs: another child process doing 2 threads of 512 x 512 float32 matrix products without
+pause. Reported: ms per batch in both conditions side by side, their ratio, and the load
+average at the start.
 
     python bench/bench_contention.py                       # every policy, 150 batches each
     python bench/bench_contention.py --policies default,adaptive --batches 60
-    python bench/bench_contention.py --model coattention   # the co-attention head's steps
-    python bench/bench_contention.py --model contrastive   # phase 1's steps
+    python bench/bench_contention.py --model coattention --batches 40   # ~0.6 s a batch
+    python bench/bench_contention.py --model contrastive --batches 1000 # ~15 ms a batch
 
 Policies (diffatr/threads.py is the one the package uses, "adaptive"):
     default   torch's threads (all cores), libgomp's default wait (spin ~0.3 M, then sleep)
