@@ -128,7 +128,7 @@ def test_an_interrupted_ablation_resumes_and_ends_as_an_uninterrupted_one(
 
 
 def test_stacked_seeds_fill_the_same_runs_with_the_same_heads(tmp_path, joint, monkeypatch):
-    """The default (seeds' heads stacked) and one-by-one training fill the same run folders
+    """Stacked (--stack) and one-by-one training fill the same run folders
     (the store does not change) with the same heads, to float rounding; stacked, the heads
     are one `train_heads` call per table row and no `train_head` call."""
     cfg = replace(FAST, seeds=(0, 1, 2), baselines=())
@@ -140,7 +140,7 @@ def test_stacked_seeds_fill_the_same_runs_with_the_same_heads(tmp_path, joint, m
     monkeypatch.setattr(runner_module, "train_heads", lambda jobs, *a: calls.append(jobs) or
                         real(jobs, *a))  # fmt: skip
     echoed = []
-    stacked = Ablation(tmp_path / "stk", cfg, echo=echoed.append)
+    stacked = Ablation(tmp_path / "stk", replace(cfg, stack_heads=True), echo=echoed.append)
     stacked.run(["strategy"], [joint])
     assert [len(jobs) for jobs in calls] == [3]
     assert any("seeds 0,1,2) as one stacked computation" in line for line in echoed)

@@ -95,15 +95,33 @@ def seed_jobs(
             for s in seeds]  # fmt: skip
 
 
+def stacks_heads(choice: bool | None, device: torch.device) -> bool:
+    """Whether several heads train as one stacked computation: `choice`, or by default where
+    that measured faster than one after another: CUDA. On the CPUs measured a stacked head
+    costs more than a head alone (README, "A table with three seeds")."""
+    return device.type == "cuda" if choice is None else choice
+
+
 def train_heads(
-    jobs: list[HeadJob], progress: bool = True, echo: Callable[[str], None] = print
+    jobs: list[HeadJob],
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    stack: bool | None = None,
 ) -> list[Head]:
-    """Train several heads as one stacked computation (`trainer.HeadTrainer` with seeds).
+    """Train several heads, as one stacked computation (`trainer.HeadTrainer` with seeds) when
+    `stacks_heads(stack, device)`, else one after another.
 
     The jobs must differ only in their seed (HeadConfig), caches of one width and validation
     settings; each head gets exactly what `train_head` would give it alone (to float rounding):
     its own batches, noise, optimiser, validation, best epoch, checkpoint and logs.
     """
+    cfg = _check_jobs(jobs)
+    if len(jobs) > 1 and not stacks_heads(stack, resolve_device(cfg.device)):
+        heads = []
+        for job in jobs:
+            echo(f"seed {job.cfg.seed}:")
+            heads += train_heads([job], progress, echo)
+        return heads
     with flush_denormal(), training_threads():
         return _train(jobs, progress, echo)
 

@@ -8,7 +8,8 @@ For a dataset of backbone features, every seed trains its own phase-1 projection
 the three splits (an out-of-domain target's test split goes through the *source's* projection);
 a joint-space dataset is used as it is, so its cosine and baseline rows do not depend on the
 seed and are evaluated once. The seeds' heads of each row train as one stacked computation
-(`diffusion_head.train.train_heads`; each head exactly as alone, each in its own run).
+(`diffusion_head.train.train_heads`; each head exactly as alone, each in its own run) where that
+is faster (`stack_heads`: by default on CUDA, not on CPU), else one after another.
 """
 
 import time
@@ -22,7 +23,7 @@ from ..coattention.train import train_coattention
 from ..contrastive import project_cache, train_contrastive
 from ..device import resolve_device
 from ..diffusion_head import DiffusionScores, load_head
-from ..diffusion_head.train import HeadJob, load_joint, train_head, train_heads
+from ..diffusion_head.train import HeadJob, load_joint, stacks_heads, train_head, train_heads
 from ..errors import UserError
 from ..evaluate import CosineScores
 from ..evaluate.baselines import baseline_scores
@@ -218,7 +219,7 @@ class Ablation:
         not yet done train together (`train_heads`), each into its own run folder, exactly as
         `head` would train it alone. Runs already complete are left as they are.
         """
-        if not self.cfg.stack_heads or len(self.cfg.seeds) < 2:
+        if not stacks_heads(self.cfg.stack_heads, self.device) or len(self.cfg.seeds) < 2:
             return
         settings: list[dict] = []
         for row in rows:
@@ -237,7 +238,7 @@ class Ablation:
             seeds = ",".join(str(job.cfg.seed) for _, job in pending)
             self.echo(f"train the heads ({label}, seeds {seeds}) as one stacked computation ...")
             t = time.perf_counter()
-            train_heads([job for _, job in pending], self.progress, lambda _: None)
+            train_heads([job for _, job in pending], self.progress, lambda _: None, True)
             record = {"seconds": time.perf_counter() - t, "stacked_seeds": seeds}
             for folder, _ in pending:
                 self.ran.append(folder.name)
