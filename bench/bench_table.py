@@ -27,6 +27,7 @@ from diffatr.diffusion_head.stacked import group_losses
 from diffatr.diffusion_head.trainer import HeadTrainer
 from diffatr.experiments.config import AblationConfig, Dataset
 from diffatr.experiments.runner import Ablation
+from diffatr.malloc import retained_memory
 from diffatr.threads import tick, training_threads
 
 
@@ -80,7 +81,7 @@ def per_batch(heads: int, batches: int) -> float:
     trainer = HeadTrainer(512, HeadConfig(), total_steps=10_000, seeds=range(heads))
     g = [torch.Generator().manual_seed(h) for h in range(heads)]
     data = [(torch.randn(32, 512), torch.randn(32, 512), g[h]) for h in range(heads)]
-    with flush_denormal(), training_threads():  # training's thread policy
+    with flush_denormal(), training_threads(), retained_memory():  # as training runs
         for _ in range(3):
             trainer.step_heads(data)
         t = time.perf_counter()

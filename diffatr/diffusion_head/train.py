@@ -24,6 +24,7 @@ from ..device import flush_denormal, resolve_device
 from ..errors import UserError
 from ..evaluate import paper_protocol
 from ..history import write_history
+from ..malloc import retained_memory
 from ..progress import Progress, warn
 from ..threads import tick, training_threads
 from .batches import clip_unique_batches
@@ -122,7 +123,7 @@ def train_heads(
             echo(f"seed {job.cfg.seed}:")
             heads += train_heads([job], progress, echo)
         return heads
-    with flush_denormal(), training_threads():
+    with flush_denormal(), training_threads(), retained_memory():
         return _train(jobs, progress, echo)
 
 
