@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import diffatr.diffusion_head.train as train_module
 from diffatr.cache import CacheWriter, SyntheticConfig, load_tensors, make_synthetic
 from diffatr.diffusion_head import DiffusionScores, HeadConfig, RerankConfig, load_head
 from diffatr.diffusion_head.train import (
@@ -246,8 +247,9 @@ def test_batches_far_below_the_batch_size_are_warned_about(caches, tmp_path, cap
 
 
 def test_heads_trained_together_equal_each_trained_alone(caches, tmp_path, monkeypatch) -> None:
-    """train_heads (one stacked computation over seeds 0, 1, 2) against train_head per seed:
-    the same trained weights to float rounding, the same logs, a checkpoint and logs per head.
+    """train_heads (one stacked computation over seeds 0, 1, 2, validated together) against
+    train_head per seed: the same trained weights to float rounding, the same logs (recalls to
+    a near-tie), a checkpoint and logs per head.
     The seeds' epochs end in short batches and different batch counts, which step per head."""
     trainers = []
     real_init = HeadTrainer.__init__
@@ -263,7 +265,17 @@ def test_heads_trained_together_equal_each_trained_alone(caches, tmp_path, monke
                 replace(RERANK, seed=s))
         for s in seeds
     ]  # fmt: skip
+    sampled_together = []
+    real_stacked = train_module.stacked_scores
+    monkeypatch.setattr(
+        train_module,
+        "stacked_scores",
+        lambda text, audio, heads, *a: (
+            sampled_together.append(len(heads)) or real_stacked(text, audio, heads, *a)
+        ),
+    )
     together = train_heads(jobs, False, lambda _: None, stack=True)
+    assert sampled_together == [3] * CFG.epochs  # validated together, one stacked run an epoch
     val = load_tensors(caches["val"])
     one = {"t2a": 100 / len(val.text), "a2t": 100 / len(val.audio)}
     for h, (s, head) in enumerate(zip(seeds, together, strict=True)):
