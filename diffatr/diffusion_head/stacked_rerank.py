@@ -103,6 +103,8 @@ class _Shared:
             d: StackedGallery([s.gallery[d] for s in scores], scores[0].cfg.compiled)
             for d in ("t2a", "a2t")
         }
+        for s in scores:
+            s.gallery = {}  # stacked above: one copy of the constants, not two
         self.kept: dict[tuple, list] = {}
 
     def rescore(self, h: int, direction: str, row0: int, S: torch.Tensor, top) -> torch.Tensor:
