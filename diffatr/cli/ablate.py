@@ -106,7 +106,7 @@ from .options import parse_seeds, parse_topk
     default=None,
     help="Train the seeds' heads of a row as one stacked computation, or one after another "
     "(the same heads either way, to float rounding). Default: stacked on CUDA, one after "
-    "another on CPU, where a stacked head measured slower than a head alone.",
+    "another on CPU, where a stacked head measured about as costly as a head alone.",
 )
 @click.option(
     "--report",

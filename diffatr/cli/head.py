@@ -67,7 +67,7 @@ from .options import CACHE, given, parse_seeds
     default=None,
     help="With --seeds: train the heads as one stacked computation, or one after another "
     "(the same heads either way, to float rounding). Default: stacked on CUDA, one after "
-    "another on CPU, where a stacked head measured slower than a head alone.",
+    "another on CPU, where a stacked head measured about as costly as a head alone.",
 )
 @click.option(
     "--normalize", is_flag=True, help="L2-normalise features before the denoiser (default off)."
