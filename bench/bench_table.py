@@ -3,7 +3,8 @@
 `diffatr ablate strategy` (Dis / Gen / Gen+Dis and the three baselines, seeds 0, 1, 2) on
 AudioCaps-sized synthetic joint-space caches (train 49,274 pairs; val 495 clips x 5 captions;
 test 957 x 5; D = 512), run twice in one process on the same caches: with the seeds' heads
-trained as one stacked computation (the default) and one after another (`--no-stack`). Then
+trained as one stacked computation (`--stack`, CUDA's default) and one after another
+(`--no-stack`, CPU's default; both evaluate the seeds together on the shared test cache). Then
 the per-batch cost of 1, 2, 4 and 8 heads stacked (both directions each, compiled), against
 the machine's measured matrix-product throughput (FLOPs counted by torch's FlopCounterMode).
 
