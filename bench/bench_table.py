@@ -3,7 +3,8 @@
 `diffatr ablate strategy` (Dis / Gen / Gen+Dis and the three baselines, seeds 0, 1, 2) on
 AudioCaps-sized synthetic joint-space caches (train 49,274 pairs; val 495 clips x 5 captions;
 test 957 x 5; D = 512), run twice in one process on the same caches: with the seeds' heads
-trained as one stacked computation (the default) and one after another (`--no-stack`). Then
+trained as one stacked computation (`--stack`, CUDA's default) and one after another
+(`--no-stack`, CPU's default; both evaluate the seeds together on the shared test cache). Then
 the per-batch cost of 1, 2, 4 and 8 heads stacked (both directions each, compiled), against
 the machine's measured matrix-product throughput (FLOPs counted by torch's FlopCounterMode).
 
@@ -27,6 +28,7 @@ from diffatr.diffusion_head.stacked import group_losses
 from diffatr.diffusion_head.trainer import HeadTrainer
 from diffatr.experiments.config import AblationConfig, Dataset
 from diffatr.experiments.runner import Ablation
+from diffatr.malloc import retained_memory
 from diffatr.threads import tick, training_threads
 
 
@@ -80,7 +82,7 @@ def per_batch(heads: int, batches: int) -> float:
     trainer = HeadTrainer(512, HeadConfig(), total_steps=10_000, seeds=range(heads))
     g = [torch.Generator().manual_seed(h) for h in range(heads)]
     data = [(torch.randn(32, 512), torch.randn(32, 512), g[h]) for h in range(heads)]
-    with flush_denormal(), training_threads():  # training's thread policy
+    with flush_denormal(), training_threads(), retained_memory():  # as training runs
         for _ in range(3):
             trainer.step_heads(data)
         t = time.perf_counter()

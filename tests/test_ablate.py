@@ -128,7 +128,7 @@ def test_an_interrupted_ablation_resumes_and_ends_as_an_uninterrupted_one(
 
 
 def test_stacked_seeds_fill_the_same_runs_with_the_same_heads(tmp_path, joint, monkeypatch):
-    """The default (seeds' heads stacked) and one-by-one training fill the same run folders
+    """Stacked (--stack) and one-by-one training fill the same run folders
     (the store does not change) with the same heads, to float rounding; stacked, the heads
     are one `train_heads` call per table row and no `train_head` call."""
     cfg = replace(FAST, seeds=(0, 1, 2), baselines=())
@@ -140,7 +140,7 @@ def test_stacked_seeds_fill_the_same_runs_with_the_same_heads(tmp_path, joint, m
     monkeypatch.setattr(runner_module, "train_heads", lambda jobs, *a: calls.append(jobs) or
                         real(jobs, *a))  # fmt: skip
     echoed = []
-    stacked = Ablation(tmp_path / "stk", cfg, echo=echoed.append)
+    stacked = Ablation(tmp_path / "stk", replace(cfg, stack_heads=True), echo=echoed.append)
     stacked.run(["strategy"], [joint])
     assert [len(jobs) for jobs in calls] == [3]
     assert any("seeds 0,1,2) as one stacked computation" in line for line in echoed)
@@ -251,3 +251,37 @@ def test_the_coattention_head_joins_the_table(tmp_path):
     records = json.loads((tmp_path / "out" / "strategy" / "results.json").read_text())["records"]
     co_row = next(r for r in records if r["system"] == "coattention")
     assert 0 <= co_row["metrics"]["t2a_R@1"] <= 100
+
+
+def test_seeds_evaluate_together_with_each_seeds_own_record(tmp_path, joint, monkeypatch):
+    """On joint data every seed's head re-ranks the same test cache: each head row's seeds are
+    evaluated as one stacked computation, into the runs (and records, to a near-tie) that
+    evaluating them one by one writes; a second run reuses them all."""
+    cfg = replace(FAST, baselines=())
+    echoed = []
+    together = Ablation(tmp_path / "together", cfg, echo=echoed.append)
+    text = together.run(["strategy"], [joint])["strategy"]
+    got = records(tmp_path / "together")
+    assert any("(seeds together)" in line for line in echoed)
+    assert not [x for x in echoed if x.startswith("evaluate diffatr") and "(seed " in x]
+    monkeypatch.setattr(Ablation, "stacked_evaluations", lambda *a: None)
+    alone = Ablation(tmp_path / "alone", cfg, echo=lambda _: None)
+    alone.run(["strategy"], [joint])
+    want = records(tmp_path / "alone")
+
+    def evals(run):  # the digests hold the heads' paths, under another root
+        return sorted(n.rsplit("-", 1)[0] for n in run.ran if n.startswith("eval-"))
+
+    assert evals(together) == evals(alone)
+    assert [(r["row"], r["seed"]) for r in got] == [(r["row"], r["seed"]) for r in want]
+    one = 100 / 24  # one of the test split's 24 clips, in percent
+    for a, b in zip(got, want, strict=True):
+        for key, value in b["metrics"].items():
+            assert abs(a["metrics"][key] - value) <= one + 1e-9, (a["row"], key)
+    again = Ablation(tmp_path / "together", cfg, echo=lambda _: None)
+    assert again.run(["strategy"], [joint])["strategy"] == text
+    assert again.ran == []  # `evaluate` finds the stacked runs where it would write its own
+
+
+def records(out) -> list[dict]:
+    return json.loads((out / "strategy" / "results.json").read_text())["records"]

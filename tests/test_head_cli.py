@@ -222,7 +222,7 @@ def test_train_head_seeds_writes_one_checkpoint_per_seed_in_a_folder(files, tmp_
     folder = tmp_path / "heads"
     args = ["train-head", files["train"], "--val", files["val"], "--epochs", "1"]
     args += ["--batch-size", "8", "--steps-K", "10", "--no-compile"]
-    result = run(*args, "--out", folder, "--seeds", "3,5")
+    result = run(*args, "--out", folder, "--seeds", "3,5", "--stack")
     assert result.exit_code == 0, result.output
     for s in (3, 5):
         assert f"wrote {folder / f'seed{s}.pt'}" in result.output

@@ -10,9 +10,16 @@ import numpy as np
 import pytest
 import torch
 
+import diffatr.diffusion_head.train as train_module
 from diffatr.cache import CacheWriter, SyntheticConfig, load_tensors, make_synthetic
 from diffatr.diffusion_head import DiffusionScores, HeadConfig, RerankConfig, load_head
-from diffatr.diffusion_head.train import SELECT_ON, HeadJob, train_head, train_heads
+from diffatr.diffusion_head.train import (
+    SELECT_ON,
+    HeadJob,
+    stacks_heads,
+    train_head,
+    train_heads,
+)
 from diffatr.diffusion_head.trainer import HeadTrainer
 from diffatr.errors import UserError
 from diffatr.evaluate import paper_protocol
@@ -240,8 +247,9 @@ def test_batches_far_below_the_batch_size_are_warned_about(caches, tmp_path, cap
 
 
 def test_heads_trained_together_equal_each_trained_alone(caches, tmp_path, monkeypatch) -> None:
-    """train_heads (one stacked computation over seeds 0, 1, 2) against train_head per seed:
-    the same trained weights to float rounding, the same logs, a checkpoint and logs per head.
+    """train_heads (one stacked computation over seeds 0, 1, 2, validated together) against
+    train_head per seed: the same trained weights to float rounding, the same logs (recalls to
+    a near-tie), a checkpoint and logs per head.
     The seeds' epochs end in short batches and different batch counts, which step per head."""
     trainers = []
     real_init = HeadTrainer.__init__
@@ -257,7 +265,17 @@ def test_heads_trained_together_equal_each_trained_alone(caches, tmp_path, monke
                 replace(RERANK, seed=s))
         for s in seeds
     ]  # fmt: skip
-    together = train_heads(jobs, False, lambda _: None)
+    sampled_together = []
+    real_stacked = train_module.stacked_scores
+    monkeypatch.setattr(
+        train_module,
+        "stacked_scores",
+        lambda text, audio, heads, *a: (
+            sampled_together.append(len(heads)) or real_stacked(text, audio, heads, *a)
+        ),
+    )
+    together = train_heads(jobs, False, lambda _: None, stack=True)
+    assert sampled_together == [3] * CFG.epochs  # validated together, one stacked run an epoch
     val = load_tensors(caches["val"])
     one = {"t2a": 100 / len(val.text), "a2t": 100 / len(val.audio)}
     for h, (s, head) in enumerate(zip(seeds, together, strict=True)):
@@ -291,3 +309,29 @@ def test_heads_trained_together_must_share_their_settings(caches, tmp_path) -> N
         train_heads(jobs, False, lambda _: None)
     with pytest.raises(ValueError, match="seeds trained together must differ"):
         train_heads([jobs[0], replace(jobs[0], out=tmp_path / "c.pt")], False, lambda _: None)
+
+
+def test_several_heads_stack_by_default_on_cuda_only(caches, tmp_path, monkeypatch) -> None:
+    """stack=None: one after another on CPU (a stacked head measured slower there), each as
+    train_head would train it; stacked on CUDA; an explicit choice wins on any device."""
+    assert stacks_heads(None, torch.device("cuda")) and not stacks_heads(None, torch.device("cpu"))
+    assert stacks_heads(True, torch.device("cpu")) and not stacks_heads(False, torch.device("cuda"))
+    heads = []
+    real_init = HeadTrainer.__init__
+
+    def record(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        heads.append(self.heads)
+
+    monkeypatch.setattr(HeadTrainer, "__init__", record)
+    jobs = [
+        HeadJob(caches["train"], caches["val"], tmp_path / f"seed{s}.pt", replace(CFG, seed=s),
+                replace(RERANK, seed=s))
+        for s in (0, 1)
+    ]  # fmt: skip
+    echoed = []
+    got = train_heads(jobs, False, echoed.append)
+    assert heads == [1, 1] and [e for e in echoed if e.startswith("seed")] == ["seed 0:", "seed 1:"]
+    alone = train_head(caches["train"], caches["val"], tmp_path / "alone1.pt", jobs[1].cfg,
+                       jobs[1].rerank, False, lambda _: None)  # fmt: skip
+    assert_same_weights(got[1], alone)

@@ -59,8 +59,15 @@ from .options import CACHE, given, parse_seeds
 @click.option(
     "--seeds",
     default=None,
-    help="Several seeds, comma-separated (e.g. 0,1,2): one head per seed, all trained as one "
-    "stacked computation, each exactly as alone with its seed; --out is then a folder.",
+    help="Several seeds, comma-separated (e.g. 0,1,2): one head per seed, each exactly as "
+    "alone with its seed (see --stack); --out is then a folder.",
+)
+@click.option(
+    "--stack/--no-stack",
+    default=None,
+    help="With --seeds: train the heads as one stacked computation, or one after another "
+    "(the same heads either way, to float rounding). Default: stacked on CUDA, one after "
+    "another on CPU, where a stacked head measured about as costly as a head alone.",
 )
 @click.option(
     "--normalize", is_flag=True, help="L2-normalise features before the denoiser (default off)."
@@ -81,14 +88,16 @@ from .options import CACHE, given, parse_seeds
     is_flag=True,
     help="Train and validate without torch.compile (eager; no warm-up, slower per batch).",
 )
-def train_head_command(train_cache, val_cache, out, val_topk, naive, no_compile, seeds, **settings):
+def train_head_command(
+    train_cache, val_cache, out, val_topk, naive, no_compile, seeds, stack, **settings
+):
     """Train the DiffATR diffusion head (both directions) on a joint-space TRAIN_CACHE.
 
     Validates the EMA weights on --val after every epoch and keeps the best epoch's (by the sum
     of R@1/5/10 in both directions) in --out; the per-epoch log goes to OUT.log.json and
-    OUT.log.csv. The same seed gives the same checkpoint. With --seeds 0,1,2 the heads of
-    all seeds train together (one stacked computation: ~the time of one) into
-    OUT/seed0.pt, OUT/seed1.pt, ... with their logs beside them.
+    OUT.log.csv. The same seed gives the same checkpoint. With --seeds 0,1,2 one head per
+    seed goes to OUT/seed0.pt, OUT/seed1.pt, ... with its logs beside it (trained as one
+    stacked computation or one after another: --stack).
     """
     from ..diffusion_head import HeadConfig, RerankConfig
     from ..diffusion_head.train import seed_jobs, train_head, train_heads
@@ -109,7 +118,7 @@ def train_head_command(train_cache, val_cache, out, val_topk, naive, no_compile,
         if naive and len(parse_seeds(seeds)) > 1:
             raise click.UsageError("--naive trains one head at a time: give one seed")
         jobs = seed_jobs(train_cache, val_cache, out, cfg, rerank, parse_seeds(seeds))
-        heads, outs = train_heads(jobs, progress, click.echo), [job.out for job in jobs]
+        heads, outs = train_heads(jobs, progress, click.echo, stack), [job.out for job in jobs]
     for head, path in zip(heads, outs, strict=True):
         m = head.meta["val_metrics"]
         click.echo(

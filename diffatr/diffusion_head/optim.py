@@ -55,8 +55,14 @@ def _compiled():
     """The compiled norm and update, one per process (shared by every optimiser)."""
     if not _COMPILED:
         # fullgraph: a graph break would run the first half's in-place updates before the
-        # second half compiles; with one graph, compiling ends before anything is updated
-        _COMPILED.extend([torch.compile(_sum_squares), torch.compile(_update, fullgraph=True)])
+        # second half compiles; with one graph, compiling ends before anything is updated.
+        # dynamic=False: one graph per stacked shape (a process training 1, then 3 heads) with
+        # static sizes; the default would recompile the second shape with symbolic sizes,
+        # measured ~2x slower per head (bench/bench_stacking.py)
+        _COMPILED.extend([
+            torch.compile(_sum_squares, dynamic=False),
+            torch.compile(_update, fullgraph=True, dynamic=False),
+        ])  # fmt: skip
     return tuple(_COMPILED)
 
 

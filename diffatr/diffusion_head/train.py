@@ -24,12 +24,14 @@ from ..device import flush_denormal, resolve_device
 from ..errors import UserError
 from ..evaluate import paper_protocol
 from ..history import write_history
+from ..malloc import retained_memory
 from ..progress import Progress, warn
 from ..threads import tick, training_threads
 from .batches import clip_unique_batches
 from .checkpoint import Head, save_head
 from .config import HeadConfig, RerankConfig
 from .rerank import DiffusionScores
+from .stacked_rerank import stacked_scores
 from .trainer import HeadTrainer
 
 DROPPED_WARNING = 0.25  # warn when this share of the captions never trains (a tiny split)
@@ -53,11 +55,6 @@ def load_joint(path: str | os.PathLike, role: str) -> CacheTensors:
     if int((data.audio_index >= 0).sum()) < 2:
         raise UserError(f"{path}: {role} cache has fewer than 2 captions with a clip")
     return data
-
-
-def validate(head: Head, val: CacheTensors, rerank: RerankConfig, device) -> dict[str, float]:
-    scores = DiffusionScores(val.text, val.audio, head, rerank, device)
-    return paper_protocol(scores, val.audio_index.to(device))
 
 
 def train_head(
@@ -95,16 +92,35 @@ def seed_jobs(
             for s in seeds]  # fmt: skip
 
 
+def stacks_heads(choice: bool | None, device: torch.device) -> bool:
+    """Whether several heads train as one stacked computation: `choice`, or by default where
+    per-operator overhead makes it pay: CUDA. On the CPU measured a stacked head costs about
+    what a head alone does (0.92-1.05x) with H times the memory (README, "A table with three
+    seeds")."""
+    return device.type == "cuda" if choice is None else choice
+
+
 def train_heads(
-    jobs: list[HeadJob], progress: bool = True, echo: Callable[[str], None] = print
+    jobs: list[HeadJob],
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    stack: bool | None = None,
 ) -> list[Head]:
-    """Train several heads as one stacked computation (`trainer.HeadTrainer` with seeds).
+    """Train several heads, as one stacked computation (`trainer.HeadTrainer` with seeds) when
+    `stacks_heads(stack, device)`, else one after another.
 
     The jobs must differ only in their seed (HeadConfig), caches of one width and validation
     settings; each head gets exactly what `train_head` would give it alone (to float rounding):
     its own batches, noise, optimiser, validation, best epoch, checkpoint and logs.
     """
-    with flush_denormal(), training_threads():
+    cfg = _check_jobs(jobs)
+    if len(jobs) > 1 and not stacks_heads(stack, resolve_device(cfg.device)):
+        heads = []
+        for job in jobs:
+            echo(f"seed {job.cfg.seed}:")
+            heads += train_heads([job], progress, echo)
+        return heads
+    with flush_denormal(), training_threads(), retained_memory():
         return _train(jobs, progress, echo)
 
 
@@ -161,13 +177,37 @@ def _train(jobs: list[HeadJob], progress, echo) -> list[Head]:
         desc = f"epoch {epoch}/{cfg.epochs}" + (f" ({H} heads)" if H > 1 else "")
         losses = run_epoch_heads(trainer, batches, runs, desc, progress)
         seconds = time.perf_counter() - t0  # training time, shared by the heads
-        for run, loss in zip(runs, losses, strict=True):
-            t1 = time.perf_counter()
-            run.end_epoch(epoch, loss, seconds / H, echo, H > 1)
-            seconds_val = time.perf_counter() - t1
+        t1 = time.perf_counter()
+        metrics = validate_runs(runs, device)
+        seconds_val = (time.perf_counter() - t1) / H  # each head's share
+        for run, loss, m in zip(runs, losses, metrics, strict=True):
+            run.end_epoch(epoch, loss, seconds / H, echo, H > 1, m)
             run.history[-1]["seconds"] += seconds_val
             write_history(run.job.out, run.history)
     return [run.finish() for run in runs]
+
+
+def validate_runs(runs: list["_Run"], device) -> list[dict[str, float]]:
+    """Each run's validation metrics for this epoch. Heads validated on the same cache with
+    settings that differ only in their seed re-rank the same top-k, so they sample together
+    (`stacked_rerank.py`: each as alone, measured 1.06x faster for three heads on one CPU
+    thread; bench/bench_stacked_rerank.py); any other head alone."""
+    groups: dict[tuple, list[int]] = {}
+    for i, run in enumerate(runs):
+        groups.setdefault((str(run.job.val), replace(run.job.rerank, seed=0)), []).append(i)
+    metrics: list[dict[str, float]] = [{} for _ in runs]
+    for members in groups.values():
+        group = [runs[i] for i in members]
+        val = group[0].val
+        if len(group) == 1:
+            scores = [DiffusionScores(val.text, val.audio, group[0].head(), group[0].job.rerank,
+                                      device)]  # fmt: skip
+        else:
+            heads, cfgs = [r.head() for r in group], [r.job.rerank for r in group]
+            scores = stacked_scores(val.text, val.audio, heads, cfgs, device)
+        for i, s in zip(members, scores, strict=True):
+            metrics[i] = paper_protocol(s, val.audio_index.to(device))
+    return metrics
 
 
 def _warn_dropped(path, index: torch.Tensor, batch_size: int) -> None:
@@ -212,10 +252,14 @@ class _Run:
         self.best, self.best_score, self.best_epoch = None, -math.inf, 0
         self.ema: dict = {}
 
-    def end_epoch(self, epoch: int, loss: float, seconds: float, echo, tagged: bool) -> None:
+    def head(self) -> Head:
+        """The head's EMA weights as they are now."""
+        return Head(self.job.cfg, self.ema["t2a"], self.ema["a2t"], self.meta)
+
+    def end_epoch(
+        self, epoch: int, loss: float, seconds: float, echo, tagged: bool, metrics: dict
+    ) -> None:
         cfg, ema, out = self.job.cfg, self.ema, self.job.out
-        head = Head(cfg, ema["t2a"], ema["a2t"], self.meta)
-        metrics = validate(head, self.val, self.job.rerank, self.device)
         score = sum(metrics[key] for key in SELECT_ON)
         row = {"epoch": epoch, "loss": loss, "seconds": seconds, **metrics}
         self.history.append(row)

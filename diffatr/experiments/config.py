@@ -49,6 +49,6 @@ class AblationConfig:
     figure_query: str | int = "first-improved"  # Figure 3's query: the first the head moves
     #   to rank 1 (a chosen success, said on the figure), "first", or a caption row
     device: str = "auto"  # "auto" = CUDA when present, else CPU
-    stack_heads: bool = True  # train a row's seeds' heads as one stacked computation (each as
-    #   trained alone; False: one after another, as before)
+    stack_heads: bool | None = None  # train a row's seeds' heads as one stacked computation
+    #   (each as trained alone; False: one after another); None: where measured faster (CUDA)
     report: bool = False  # also a per-query HTML page of every re-ranked row vs cosine

@@ -1,0 +1,172 @@
+"""Several heads re-rank the same top-k as one batched computation: DDIM over stacked weights.
+
+Reads: embeddings in memory and H trained `Head`s of one width and K. Writes nothing. Heads
+validated or evaluated on the same cache with the same settings (the seeds of an ablation row)
+share the cosine top-k of every query; only their weights and noise differ. Their
+`GalleryDenoiser` constants are stacked on a leading group axis (as training's `stacked.py`),
+so one DDIM run over x_k (H, b, k) samples every head's block: 1/H of the operator calls of
+head by head, each H times as large. Notation as fused.py, with the leading axis:
+
+    KC (H, Nc, D), VCM and GC (H, Nc, 2D)     each head's per-candidate constants
+    WQp (H, K, D), HEp (H, K, 2D)             each head's per-step constants
+    QC (H, b, D)                              each head's query constants c_q W_Q^T
+    x_k (H, b, k), k (H,)                     each head's noisy distribution and step
+
+`stacked_scores` gives one `DiffusionScores` per head, each with the rows (and, as one head
+alone, the metrics) of that head alone; the first head to ask for a block samples it for all
+and keeps the others' (b, k) results until they ask.
+"""
+
+from dataclasses import replace
+
+import torch
+
+from ..compiling import is_compile_failure, warn_fallback
+from ..device import flush_denormal
+from .checkpoint import Head
+from .config import RerankConfig
+from .ddim import ddim_sample, ddim_timesteps
+from .fused import GalleryDenoiser
+from .rerank import DiffusionScores, row_noise
+
+
+class StackedGallery:
+    """H `GalleryDenoiser`s over the same gallery, their constants stacked, (H, ...)."""
+
+    def __init__(self, galleries: list[GalleryDenoiser], compiled: bool = True):
+        self.compiled = compiled
+
+        def stack(get) -> torch.Tensor:
+            return torch.stack([get(g) for g in galleries])
+
+        self.KC, self.VCM, self.GC = (
+            stack(lambda g: g.KC),
+            stack(lambda g: g.VCM),
+            stack(lambda g: g.GC),
+        )  # (H, Nc, D | 2D)
+        self.WQp, self.HEp = stack(lambda g: g.WQp), stack(lambda g: g.HEp)  # (H, K, D | 2D)
+        self.W_Q = stack(lambda g: g.w.W_Q)  # (H, D, D)
+        self.w2, self.b2 = stack(lambda g: g.w.w2), stack(lambda g: g.w.b2)  # (H, 2D), (H,)
+
+    def query_constants(self, query: torch.Tensor) -> torch.Tensor:
+        """QC = c_q W_Q^T for every head, (H, b, D), from the queries (b, D)."""
+        return torch.matmul(query, self.W_Q.transpose(1, 2))
+
+    def model_fn(self, QC: torch.Tensor, idx: torch.Tensor | None):
+        """model_fn(x_k (H, b, k), k (H,)) over the candidates idx (b, k) of each query, or all."""
+        if idx is None:
+            KC, VCM, GC = (x.unsqueeze(1) for x in (self.KC, self.VCM, self.GC))  # (H, 1, Nc, .)
+        else:
+            KC, VCM, GC = self.KC[:, idx], self.VCM[:, idx], self.GC[:, idx]  # (H, b, k, .)
+        heads = torch.arange(len(QC), device=QC.device)
+        w2, b2 = self.w2[:, None, None], self.b2[:, None, None]  # (H, 1, 1, 2D), (H, 1, 1)
+
+        def fn(x_k: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+            args = (x_k, QC + self.WQp[heads, k].unsqueeze(1), self.HEp[heads, k], KC, VCM, GC)
+            if self.compiled:
+                try:
+                    return _compiled()(*args, w2, b2)
+                except Exception as exc:  # the step is pure: eager after a compile failure
+                    if not is_compile_failure(exc):
+                        raise
+                    warn_fallback(exc, "using eager code")
+                    self.compiled = False
+            return _step(*args, w2, b2)
+
+        return fn
+
+
+def _step(x_k, Qp, HEp, KC, VCM, GC, w2, b2):
+    """One inference step of every head: x_k (H, b, k), Qp (H, b, D), HEp (H, 2D), KC
+    (H, b | 1, k, D), VCM and GC (H, b | 1, k, 2D), w2 (H, 1, 1, 2D), b2 (H, 1, 1)."""
+    A = torch.softmax((Qp.unsqueeze(2) * KC).sum(-1) + x_k, dim=-1)  # (H, b, k)
+    HE = (A.unsqueeze(-1) * VCM).sum(2) + HEp.unsqueeze(1)  # (H, b, 2D)
+    return (torch.relu(HE.unsqueeze(2) + GC) * w2).sum(-1) + b2 + A
+
+
+_COMPILED: list = []
+
+
+def _compiled():
+    """torch.compile'd `_step`, one per process (inductor fuses the pair loop, as fused.py's)."""
+    if not _COMPILED:
+        _COMPILED.append(torch.compile(_step, dynamic=True))
+    return _COMPILED[0]
+
+
+class _Shared:
+    """The stacked sampler of H heads' blocks, and the results not yet handed out."""
+
+    def __init__(self, scores: list["_HeadScores"]):
+        self.scores = scores
+        self.gallery = {
+            d: StackedGallery([s.gallery[d] for s in scores], scores[0].cfg.compiled)
+            for d in ("t2a", "a2t")
+        }
+        for s in scores:
+            s.gallery = {}  # stacked above: one copy of the constants, not two
+        self.kept: dict[tuple, list] = {}
+
+    def rescore(self, h: int, direction: str, row0: int, S: torch.Tensor, top) -> torch.Tensor:
+        key = (direction, row0, len(S))
+        if key not in self.kept or self.kept[key][1 + h] is None:  # new, or asked again
+            self.kept[key] = [top, *self._sample(direction, row0, S, top)]
+        kept = self.kept[key]
+        if (top is None) != (kept[0] is None) or (
+            top is not None and not torch.equal(top, kept[0])
+        ):
+            raise ValueError("heads re-ranked together must share their top-k")
+        out, kept[1 + h] = kept[1 + h], None
+        if all(x is None for x in kept[1:]):
+            del self.kept[key]
+        return out
+
+    def _sample(self, direction: str, row0: int, S: torch.Tensor, top) -> list[torch.Tensor]:
+        first = self.scores[0]
+        cfg, g = first.cfg, self.gallery[direction]
+        b, k = len(S), S.shape[1] if top is None else top.shape[1]
+        queries = (first.text if direction == "t2a" else first.audio)[row0 : row0 + b]  # (b, D)
+        n_noise = 1 + (len(ddim_timesteps(first.head.config.K, cfg.steps)) if cfg.eta > 0 else 0)
+        rows = range(row0, row0 + b)
+        noise = torch.stack(
+            [torch.stack([row_noise(s.cfg.seed, direction, r, (n_noise, k)) for r in rows], 1)
+             for s in self.scores],
+            dim=1,
+        ).to(S.device)  # (n_noise, H, b, k)  # fmt: skip
+        with flush_denormal():
+            fn = g.model_fn(g.query_constants(queries), top)
+            x0_hat = ddim_sample(fn, noise[0], first.betas, cfg.steps, cfg.eta, noise=noise[1:])
+            return list(torch.softmax(x0_hat / cfg.temperature, dim=-1))  # H x (b, k)
+
+
+class _HeadScores(DiffusionScores):
+    """One head's `DiffusionScores`, its blocks sampled with the other heads'."""
+
+    shared: _Shared
+    index: int
+
+    def _rescore(self, direction: str, row0: int, S: torch.Tensor, top) -> torch.Tensor:
+        return self.shared.rescore(self.index, direction, row0, S, top)
+
+
+def stacked_scores(
+    text: torch.Tensor,
+    audio: torch.Tensor,
+    heads: list[Head],
+    cfgs: list[RerankConfig],
+    device: torch.device | str = "cpu",
+) -> list[DiffusionScores]:
+    """One `DiffusionScores` per head, sampled together: heads of one width, K, schedule and
+    normalisation, and settings (`cfgs`) that differ only in their seed."""
+    first, cfg = heads[0], cfgs[0]
+    for head, c in zip(heads, cfgs, strict=True):
+        same = (head.dim, head.config.K, head.config.normalize) == (
+            first.dim, first.config.K, first.config.normalize
+        )  # fmt: skip
+        if not same or not torch.equal(head.betas, first.betas) or replace(c, seed=cfg.seed) != cfg:
+            raise ValueError("heads re-ranked together differ in more than their weights and seed")
+    scores = [_HeadScores(text, audio, h, c, device) for h, c in zip(heads, cfgs, strict=True)]
+    shared = _Shared(scores)
+    for i, s in enumerate(scores):
+        s.shared, s.index = shared, i
+    return scores
