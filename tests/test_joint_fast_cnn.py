@@ -53,15 +53,15 @@ def test_inference_form_equals_the_original(arch, seconds):
 
 
 def test_default_threshold_uses_winograd_for_wide_layers_only():
-    """A Cnn10 whose last block is 256 -> 300 wide: Winograd there, direct convs before."""
+    """A Cnn10 whose last block is 512 wide: Winograd for its 512-channel input only."""
     torch.manual_seed(0)
-    cnn = MeiCnn("cnn10", MelSettings(), (4, 8, 256, 300)).eval().requires_grad_(False)
+    cnn = MeiCnn("cnn10", MelSettings(), (4, 8, 16, 512)).eval().requires_grad_(False)
     randomise_batchnorm(cnn, 5)
     x = waves(2, 1.2, seed=3)
     want = original(cnn, x)
     fast = to_inference_form(copy.deepcopy(cnn), CPU)
     used = [w is not None for i in range(1, 5) for w in getattr(fast, f"conv_block{i}").winograd]
-    assert used == [False] * 5 + [True] * 3  # input channels 1, 4, 4, 8, 8 | 256, 256, 300
+    assert used == [False] * 7 + [True]  # input channels 1, 4, 4, 8, 8, 16, 16 | 512
     with torch.no_grad():
         torch.testing.assert_close(fast(x), want, rtol=1e-5, atol=1e-5)
 

@@ -26,25 +26,30 @@ A = M + R - 1  # input tile side
 _BT = torch.tensor([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=torch.float64)
 _G = torch.tensor([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=torch.float64)
 _AT = torch.tensor([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=torch.float64)
-MAX_TILES = 1024  # tiles per chunk: the transforms' buffers stay in cache, the products large
+# Tiles per chunk: each chunk buffer (a*a, P, C) at most CHUNK_BYTES, so it is reused memory in
+# cache rather than a fresh mapping the kernel must fault in and zero (measured: 10x slower per
+# byte past 32 MB, glibc's largest mmap threshold), and at least MIN_TILES, so the products
+# still do ~P/2 flops per byte of U.
+CHUNK_BYTES, MIN_TILES = 16 << 20, 64
 
 
 class WinogradConv3x3:
     """relu(conv3x3(x, g) + bias) [-> 2x2 average pool] for channels-last float32 inputs."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, max_tiles: int = MAX_TILES):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, max_tiles: int | None = None):
         if weight.shape[2:] != (R, R):
             raise ValueError(f"expected a 3x3 kernel, got {tuple(weight.shape)}")
         c_out, c_in = int(weight.shape[0]), int(weight.shape[1])
         self.u = weight.new_empty(A * A, c_in, c_out, dtype=torch.float32)  # (a*a, Ci, Co)
-        for o in range(0, c_out, 256):  # float64 in slices: a 2048 x 2048 kernel is 0.6 GB so
+        for o in range(0, c_out, 256):  # float64 in slices: 2048 x 2048 at once is 0.6 GB
             g = weight[o : o + 256].detach().to(torch.float64)
             u = torch.einsum("ui,ocij,vj->uvco", _G.to(g.device), g, _G.to(g.device))
             self.u[:, :, o : o + 256] = u.reshape(A * A, c_in, -1)  # (a*a, Ci, 256)
         self.bias = bias.detach().float().to(weight.device)
         self.bb = torch.kron(_BT, _BT).float().to(weight.device)  # (a*a, a*a): vec(B^T d B)
         self.aa = torch.kron(_AT, _AT).float().to(weight.device)  # (m*m, a*a): vec(A^T M A)
-        self.max_tiles = max_tiles
+        widest = A * A * 4 * max(c_in, c_out)  # bytes per tile of the largest chunk buffer
+        self.max_tiles = max_tiles or max(MIN_TILES, CHUNK_BYTES // widest)
         self.c_in, self.c_out = c_in, c_out
 
     def __call__(self, x: torch.Tensor, pool: bool) -> torch.Tensor:

@@ -103,7 +103,7 @@ class CnnJointAudio:
             precision=self.precision,
             computation=(
                 "float32 inference form: BatchNorm folded, channels-last, Winograd F(2x2,3x3) "
-                "for convs of >= 256 input channels on CPU, FFT STFT"
+                "for convs of >= 512 input channels on CPU, FFT STFT"
                 if self.precision == "fp32"
                 else f"BatchNorm folded, {self.precision} conv trunk under autocast"
             ),

@@ -4,10 +4,10 @@ Reads/writes nothing. `to_inference_form(cnn, device)` rewrites a loaded, frozen
 place; its `log_mel` and `trunk` keep their signatures and, up to float32 rounding, their values:
   1. every BatchNorm that follows a conv is folded into it (`panns.fold_batchnorm`)
   2. conv weights and activations channels-last, the layout oneDNN (CPU) and cuDNN run fastest
-  3. each `ConvBlock` becomes a `FastConvBlock`: conv (+ folded BN) -> ReLU in place -> pool; on
-     CPU its 3x3 convs with >= WINOGRAD_MIN_CHANNELS input channels run as Winograd F(2x2, 3x3)
-     (`winograd.py`) with the ReLU and the 2x2 pool in the output transform (cuDNN picks its own
-     algorithms on GPU)
+  3. each `ConvBlock` becomes a `FastConvBlock`: conv (+ folded BN) -> ReLU in place -> pool;
+     on CPU its 3x3 convs with >= WINOGRAD_MIN_CHANNELS (512) input channels run as Winograd
+     F(2x2, 3x3) (`winograd.py`) with the ReLU and the 2x2 pool in the output transform (cuDNN
+     picks its own algorithms on GPU)
   4. the STFT as an FFT (`torch.stft`, same periodic Hann window, centring and reflect padding)
      instead of torchlibrosa's 1024-tap DFT convolution, when the model's DFT kernels are the
      standard ones (they are not trained; a checkpoint carrying other ones keeps them)
@@ -25,9 +25,10 @@ from ..resnet38 import ConvBlock
 from ..winograd import WinogradConv3x3
 from .cnn import MeiCnn
 
-# Below 256 input channels the transforms' memory traffic costs more than the 2.25x fewer
-# multiplications save (Cnn14 blocks 1-3 at 10 s: up to 4x slower; blocks 4-6: 1.2-3x faster).
-WINOGRAD_MIN_CHANNELS = 256
+# Below 512 input channels the transforms' memory traffic costs more than the 2.25x fewer
+# multiplications save (Cnn14, 10 s clips, batch 8, 2-core CPU: the 64-channel conv 4x slower, the
+# 256-channel ones 1.1-1.2x slower; the 512-2048-channel ones of blocks 4-6 1.2-3x faster).
+WINOGRAD_MIN_CHANNELS = 512
 
 
 class FastConvBlock(nn.Module):
