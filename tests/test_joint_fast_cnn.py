@@ -97,3 +97,25 @@ def test_fft_spectrogram_equals_torchlibrosa_and_other_kernels_are_kept():
         cnn.spectrogram_extractor.stft.conv_real.weight.mul_(1.01)  # not the standard DFT
     fast = to_inference_form(cnn, CPU)
     assert isinstance(fast.spectrogram_extractor, Spectrogram)
+
+
+@pytest.mark.parametrize("arch", ["cnn14", "resnet38"])
+def test_full_size_inference_form_at_the_default_threshold(arch):
+    """The real widths (Cnn14: 64..2048; ResNet38's 512 -> 2048 last block), 1 s clips."""
+    torch.manual_seed(1)
+    if arch == "cnn14":
+        cnn = MeiCnn("cnn14", MelSettings(), (64, 128, 256, 512, 1024, 2048))
+    else:
+        cnn = MeiCnn("resnet38", MelSettings(), (64, 64, 128, 256, 512, 2048), (3, 4, 6, 3))
+    cnn = cnn.eval().requires_grad_(False)
+    randomise_batchnorm(cnn, 9)
+    x = waves(2, 1.0, seed=10)
+    want = original(cnn, x)
+    fast = to_inference_form(copy.deepcopy(cnn), CPU)
+    n_winograd = sum(
+        w is not None for m in fast.modules() if isinstance(m, FastConvBlock) for w in m.winograd
+    )
+    assert n_winograd == (5 if arch == "cnn14" else 2)  # blocks 4-6 | conv_block_after1
+    with torch.no_grad():
+        got = fast(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))

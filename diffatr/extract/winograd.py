@@ -40,11 +40,12 @@ class WinogradConv3x3:
         if weight.shape[2:] != (R, R):
             raise ValueError(f"expected a 3x3 kernel, got {tuple(weight.shape)}")
         c_out, c_in = int(weight.shape[0]), int(weight.shape[1])
+        gg = torch.kron(_G, _G).to(weight.device)  # (a*a, r*r): vec(G g G^T) = gg vec(g)
         self.u = weight.new_empty(A * A, c_in, c_out, dtype=torch.float32)  # (a*a, Ci, Co)
         for o in range(0, c_out, 256):  # float64 in slices: 2048 x 2048 at once is 0.6 GB
-            g = weight[o : o + 256].detach().to(torch.float64)
-            u = torch.einsum("ui,ocij,vj->uvco", _G.to(g.device), g, _G.to(g.device))
-            self.u[:, :, o : o + 256] = u.reshape(A * A, c_in, -1)  # (a*a, Ci, 256)
+            g = weight[o : o + 256].detach().to(torch.float64).reshape(-1, R * R)  # (256 Ci, r*r)
+            u = (gg @ g.T).view(A * A, -1, c_in)  # (a*a, 256, Ci)
+            self.u[:, :, o : o + 256] = u.transpose(1, 2)  # (a*a, Ci, 256)
         self.bias = bias.detach().float().to(weight.device)
         self.bb = torch.kron(_BT, _BT).float().to(weight.device)  # (a*a, a*a): vec(B^T d B)
         self.aa = torch.kron(_AT, _AT).float().to(weight.device)  # (m*m, a*a): vec(A^T M A)
