@@ -119,3 +119,19 @@ def test_full_size_inference_form_at_the_default_threshold(arch):
     with torch.no_grad():
         got = fast(x)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+
+
+def test_blocks_split_large_batches_into_pieces(monkeypatch):
+    """One clip per piece (PIECE_BYTES tiny) gives the whole batch's result, and the original's."""
+    import diffatr.extract.joint.fast_cnn as fast_cnn
+
+    cnn = tiny_cnn("cnn14", seed=11)
+    x = waves(3, 1.2, seed=12)
+    want = original(cnn, x)
+    fast = to_inference_form(copy.deepcopy(cnn), CPU, min_channels=8)
+    with torch.no_grad():
+        whole = fast(x)
+        monkeypatch.setattr(fast_cnn, "PIECE_BYTES", 1)
+        pieces = fast(x)
+    torch.testing.assert_close(pieces, whole, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(pieces, want, rtol=1e-5, atol=1e-5)
