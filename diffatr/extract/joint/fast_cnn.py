@@ -11,7 +11,7 @@ place; its `log_mel` and `trunk` keep their signatures and, up to float32 roundi
   4. the STFT as an FFT (`torch.stft`, same periodic Hann window, centring and reflect padding)
      instead of torchlibrosa's 1024-tap DFT convolution, when the model's DFT kernels are the
      standard ones (they are not trained; a checkpoint carrying other ones keeps them)
-Measured on Cnn14, 10 s clips, 2-core CPU: 2.2-2.8x the clips/s of the original modules called
+Measured on Cnn14, 10 s clips, 2-core CPU: ~2.3x the clips/s of the original modules called
 one clip at a time (README, "Joint-model extraction"); the tests hold both forms to 1e-5.
 """
 
