@@ -11,7 +11,9 @@ Full-size models with random weights (nothing is downloaded) and synthetic clips
   naive   the original encoder called one clip at a time (for CLAP: ClapProcessor +
           ClapModel.get_audio_features per clip), under autocast for bf16
   ours    the extraction's encoder object (`.features`) on batches of --batch-size equal-length
-          clips; bf16 = BatchNorm folded into the convs, bf16 channels-last weights (CNN)
+          clips; CNN fp32 = its inference form (fast_cnn.py: BatchNorm folded, channels-last,
+          Winograd for the deep convs, FFT STFT); bf16 = BatchNorm folded into the convs, bf16
+          channels-last weights (CNN)
 
     python bench/bench_joint.py                      # the README's numbers
     python bench/bench_joint.py --clips 8 --seconds 5 --kinds clap

@@ -9,9 +9,11 @@ Every clip is encoded whole at its own length (no padding to 10 s, no window: a 
 length; long clips are not cropped, unlike the random crop their training used). Clips shorter
 than 1 s are zero-padded at the end to 1 s (`ClipPadder`, as for PANNs).
 
-Precision: "fp32" runs the original ops; "bf16"/"fp16" fold each BatchNorm into its conv, store
-conv weights in that dtype, channels-last, under autocast (as `panns.AudioEncoder`); the log-mel
-front end, pooling and projection stay float32. Outputs are float32.
+Precision: "fp32" runs the CNN's float32 inference form (`fast_cnn.py`: BatchNorm folded,
+channels-last, Winograd for the deep convs on CPU, an FFT front end; the original function up to
+rounding, ~2x faster on CPU); "bf16"/"fp16" fold each BatchNorm into its conv, store conv weights
+in that dtype, channels-last, under autocast (as `panns.AudioEncoder`); the log-mel front end,
+pooling and projection stay float32. Outputs are float32.
 """
 
 import contextlib
@@ -25,6 +27,7 @@ from ...device import resolve_device
 from ...errors import UserError
 from ..panns import ClipPadder, fold_batchnorm
 from .cnn import TIME_POOLING, MeiCnn, clip_vector
+from .fast_cnn import to_inference_form
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -54,13 +57,14 @@ class CnnJointAudio:
         self.device = resolve_device(device)
         check_precision(precision, self.device)
         self.precision, self.frames = precision, frames
-        self.memory_format = torch.contiguous_format
-        if precision != "fp32":
+        self.memory_format = torch.channels_last
+        if precision == "fp32":
+            cnn = to_inference_form(cnn, self.device)
+        else:
             fold_batchnorm(cnn)
             for module in cnn.modules():
                 if isinstance(module, nn.Conv2d):  # the trunk only: the STFT is a Conv1d
                     module.to(_AUTOCAST[precision])
-            self.memory_format = torch.channels_last
         self.cnn = cnn.to(self.device).to(memory_format=self.memory_format)
         self.proj = proj.to(self.device)
         self.sample_rate = cnn.mel.sample_rate
@@ -97,6 +101,12 @@ class CnnJointAudio:
         settings.update(
             device_type=self.device.type,
             precision=self.precision,
+            computation=(
+                "float32 inference form: BatchNorm folded, channels-last, Winograd F(2x2,3x3) "
+                "for convs of >= 512 input channels on CPU, FFT STFT"
+                if self.precision == "fp32"
+                else f"BatchNorm folded, {self.precision} conv trunk under autocast"
+            ),
             frames=self.frames,
             min_samples=self.prepare.min_samples,
             short_clip_rule="zero-pad at the end to 1 s",
