@@ -38,7 +38,7 @@ def test_a2t_falls_back_when_candidates_exceed_the_budget(levels, monkeypatch) -
     S = tied(len(index), 40, levels, seed=1)
     called = []
     real = jr.a2t_ranks
-    monkeypatch.setattr(jr, "CANDIDATE_BUDGET", 0.01)
+    monkeypatch.setattr(jr, "BAND_BUDGET", 0.01)
     monkeypatch.setattr(jr, "a2t_ranks", lambda *a: called.append(1) or real(*a))
     t2a, a2t = jr.joint_ranks(DenseScores(S), torch.tensor(index), 100)
     assert called and a2t.tolist() == oracle_a2t_ranks(S, index, 40)
