@@ -6,9 +6,9 @@ For each row r, with its ground-truth score s[r], and each of `SLOTS` thresholds
     higher[r] = #{c: B[r, c] > s[r]}        equal[r] = #{c: B[r, c] == s[r]}
     above[g, c] = #{r: B[r, c] > hi[g, c]}  atleast[g, c] = #{r: B[r, c] >= lo[g, c]}
 all int32. Eager torch compares the whole block 2 + 2 * SLOTS times (a bool mask each); on the
-CPU a numba kernel does every comparison while the block's columns are in cache: one read of
-memory instead of twelve. It is the fast path for float32/float64 blocks on the CPU; the torch
-code (`eager_counts`) serves other devices and dtypes and is the kernel's test oracle.
+CPU a numba kernel (one thread) does every comparison while a tile of columns is in cache: one
+read of memory instead of twelve. It is the fast path for float32/float64 blocks on the CPU;
+the torch code (`eager_counts`) serves other devices and dtypes and is the kernel's oracle.
 """
 
 import numpy as np
@@ -37,16 +37,13 @@ def block_counts(block: torch.Tensor, s: torch.Tensor, lo: torch.Tensor, hi: tor
     """`eager_counts`, by the numba kernel where it applies (a CPU float32/float64 block)."""
     if numba is None or block.device.type != "cpu" or block.dtype not in _NUMPY:
         return eager_counts(block, s, lo, hi)
-    parts = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)  # column ranges
-    numba.set_num_threads(parts)
     b, na = block.shape
-    higher = np.zeros((parts, b), np.int32)  # per column range, summed below
-    equal = np.zeros((parts, b), np.int32)
+    higher = np.zeros(b, np.int32)
+    equal = np.zeros(b, np.int32)
     above = np.zeros((len(hi), na), np.int32)
     atleast = np.zeros((len(lo), na), np.int32)
     arrays = [x.to(block.dtype).contiguous().numpy() for x in (block, s, lo, hi)]
     _kernel(*arrays, higher, equal, above, atleast)
-    higher, equal = higher.sum(0, dtype=np.int32), equal.sum(0, dtype=np.int32)
     return tuple(torch.from_numpy(x) for x in (higher, equal, above, atleast))
 
 
@@ -55,33 +52,30 @@ _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 
 def _counts_kernel(block, s, lo, hi, higher, equal, above, atleast):  # pragma: no cover (JIT)
     b, na = block.shape
-    parts = higher.shape[0]
-    width = (na + parts - 1) // parts
-    for p in numba.prange(parts):  # one column range per thread: no shared counter
-        c0 = p * width
-        c1 = min(na, c0 + width)
-        for t0 in range(c0, c1, TILE):
-            t1 = min(c1, t0 + TILE)
-            for r in range(b):
-                row = block[r, t0:t1]
-                sr = s[r]
-                gt = np.int32(0)
-                eq = np.int32(0)
+    for t0 in range(0, na, TILE):
+        t1 = min(na, t0 + TILE)
+        for r in range(b):
+            row = block[r, t0:t1]
+            sr = s[r]
+            gt = np.int32(0)
+            eq = np.int32(0)
+            for c in range(row.shape[0]):
+                gt += np.int32(row[c] > sr)
+                eq += np.int32(row[c] == sr)
+            higher[r] += gt
+            equal[r] += eq
+            for g in range(lo.shape[0]):  # contiguous inner loops: vectorised compares
+                h = hi[g, t0:t1]
+                low = lo[g, t0:t1]
+                up = above[g, t0:t1]
+                least = atleast[g, t0:t1]
                 for c in range(row.shape[0]):
-                    gt += np.int32(row[c] > sr)
-                    eq += np.int32(row[c] == sr)
-                higher[p, r] += gt
-                equal[p, r] += eq
-                for g in range(lo.shape[0]):  # contiguous inner loops: vectorised compares
-                    h = hi[g, t0:t1]
-                    low = lo[g, t0:t1]
-                    up = above[g, t0:t1]
-                    least = atleast[g, t0:t1]
-                    for c in range(row.shape[0]):
-                        up[c] += np.int32(row[c] > h[c])
-                        least[c] += np.int32(row[c] >= low[c])
+                    up[c] += np.int32(row[c] > h[c])
+                    least[c] += np.int32(row[c] >= low[c])
 
 
 if numba is not None:
-    # cache: compiled once per machine (a few seconds), then loaded from __pycache__
-    _kernel = numba.njit(parallel=True, cache=True, nogil=True)(_counts_kernel)
+    # One thread: a parallel numba region leaves its own OpenMP pool spinning beside torch's,
+    # which slowed the next block's matrix product more than the second thread saved here.
+    # cache: compiled once per machine (a few seconds), then loaded from __pycache__.
+    _kernel = numba.njit(cache=True, nogil=True)(_counts_kernel)
