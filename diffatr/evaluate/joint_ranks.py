@@ -42,9 +42,9 @@ from .similarity import Scores
 # from a separate dot product by < 2e-7 at D = 512 and 4096 (measured); a wider band only
 # keeps more entries. A caption whose s_j falls outside sends a2t to the two-pass fallback.
 BAND_MARGIN = 2e-6
-# Band entries kept at most, per similarity entry a block may hold (16 bytes each): 2 -> 128 MB
+# Band entries kept at most, per similarity entry a block may hold (16 bytes each): 1.5 -> 96 MB
 # beside the default 16 MB blocks; past it the a2t ranks come from ranks.py's own pass.
-BAND_BUDGET = 2
+BAND_BUDGET = 1.5
 
 
 def paper_ranks(
@@ -115,7 +115,7 @@ def joint_ranks(
             target = index[start:stop].to(block.device)
             mine = target >= 0
             s = torch.where(mine, block.gather(1, target.clamp_min(0)[:, None])[:, 0], torch.inf)
-            exact[start:stop] = s.double().cpu()
+            exact[start:stop] = s.cpu().double()
             g_own, a_own = slot[start:stop][mine.cpu()].to(block.device), target[mine]
             flagged = torch.zeros(na, dtype=torch.bool, device=block.device)
             for g0 in range(0, len(who), SLOTS):
@@ -158,7 +158,7 @@ def _band_entries(block: torch.Tensor, cols: torch.Tensor, lo: torch.Tensor, hi:
     for g in range(len(lo)):
         inside |= (sub >= lo[g, cols]) & (sub <= hi[g, cols])
     r, c = inside.nonzero(as_tuple=True)
-    return r.int().cpu(), cols[c].int().cpu(), sub[r, c].double().cpu()
+    return r.int().cpu(), cols[c].int().cpu(), sub[r, c].cpu().double()
 
 
 def _inside_bands(exact: torch.Tensor, who: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
