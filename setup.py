@@ -30,6 +30,9 @@ setup(
         "soundfile>=0.12",
         "soxr>=0.3",
         "librosa>=0.10",
+        # The one-read counting kernel of evaluation (evaluate/block_counts.py); librosa
+        # needs it too.
+        "numba>=0.57",
         # Pictures of the diffusion process and recall curves.
         "matplotlib>=3.7",
     ],

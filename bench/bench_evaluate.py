@@ -29,11 +29,20 @@ PEAK_RSS_MB = (
 )
 
 
-def run_child(cache: Path, max_elements: int, protocol: str, package: Path | None = None) -> dict:
-    """Evaluate in a fresh process (importing diffatr from `package`, a folder holding it, if
-    given); return wall seconds, that process's peak RSS and the metrics."""
+# The folder holding this tree's diffatr package.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_child(cache: Path, max_elements: int, protocol: str, package: Path = ROOT) -> dict:
+    """Evaluate in a fresh process importing diffatr from `package` (a folder holding it);
+    return wall seconds, that process's peak RSS and the metrics.
+
+    The child runs in the cache's folder: `python -c` puts its working directory first on
+    sys.path, so started from a repository root it would import that root's diffatr whatever
+    PYTHONPATH says (before 2026-12-03, `--against` timed this tree against itself)."""
     code = (
         "import sys, json, time, resource\n"
+        "import diffatr\n"
         "from diffatr.evaluate import EvalConfig, evaluate_cache\n"
         "t = time.perf_counter()\n"
         f"r = evaluate_cache(sys.argv[1], EvalConfig(protocol={protocol!r}, "
@@ -42,16 +51,18 @@ def run_child(cache: Path, max_elements: int, protocol: str, package: Path | Non
         "print(json.dumps({'seconds': time.perf_counter() - t, "
         "'cpu_s': u.ru_utime + u.ru_stime, "
         f"'peak_rss_mb': {PEAK_RSS_MB}, "
-        "'metrics': r.metrics}))\n"
+        "'metrics': r.metrics, 'package': diffatr.__file__}))\n"
     )
     env = dict(os.environ)
-    if package is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(package), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(package), env.get("PYTHONPATH", "")])
     out = subprocess.run(
         [sys.executable, "-c", code, str(cache)], check=True, capture_output=True, text=True,
-        env=env,
+        env=env, cwd=cache.parent,
     )  # fmt: skip
-    return json.loads(out.stdout)
+    result = json.loads(out.stdout)
+    if Path(result["package"]).resolve().parent.parent != package.resolve():
+        raise RuntimeError(f"the child imported {result['package']}, not diffatr from {package}")
+    return result
 
 
 def baseline_rss() -> float:
@@ -91,7 +102,7 @@ def main() -> None:
         )
         print(f"full similarity matrix would be {n_text * args.clips * 4 / 2**30:.2f} GiB")
         print(f"process floor (python + torch + diffatr imported): {baseline_rss():.0f} MB")
-        packages = {"this tree": None}
+        packages = {"this tree": ROOT}
         if args.against:
             old = Path(tmp) / "against"
             old.mkdir()

@@ -65,7 +65,7 @@ class CosineScores:
 
     def pair_scores(self, text_rows: torch.Tensor, audio_rows: torch.Tensor) -> torch.Tensor:
         """cos(text[text_rows[k]], audio[audio_rows[k]]) for each k (rounded apart from t2a's
-        product, by less than joint_ranks.FLOOR_MARGIN)."""
+        product; joint_ranks.BAND_MARGIN covers the difference, and checks it)."""
         t = self.text[text_rows.to(self.text.device)]  # (n, D)
         return (t * self.audio[audio_rows.to(self.audio.device)]).sum(1)
 
