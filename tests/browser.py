@@ -67,7 +67,7 @@ class Page:
         elif method == "Network.requestWillBeSent":
             self.requests.append(params["request"]["url"])
 
-    def wait_for(self, event: str, timeout: float = 20.0) -> None:
+    def wait_for(self, event: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while event not in self.events:
             if time.monotonic() > deadline:
@@ -117,14 +117,19 @@ def open_page(url: str, width: int = 1400, height: int = 1000):
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             port_file = Path(profile) / "DevToolsActivePort"
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60
             while not (port_file.exists() and port_file.read_text().strip()):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{browser} did not start (exit status {proc.poll()})")
                 time.sleep(0.05)
             port = int(port_file.read_text().split()[0])
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list") as r:
-                tabs = [t for t in json.load(r) if t["type"] == "page"]
+            tabs = []
+            while not tabs:  # on a loaded machine the first tab can appear after the port
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list") as r:
+                    tabs = [t for t in json.load(r) if t["type"] == "page"]
+                if not tabs and time.monotonic() > deadline:
+                    raise RuntimeError(f"{browser} opened no page within 60 s of starting")
+                time.sleep(0 if tabs else 0.05)
             ws = websocket.create_connection(tabs[0]["webSocketDebuggerUrl"], timeout=30)
             try:
                 page = Page(ws)
