@@ -11,9 +11,9 @@ than 1 s are zero-padded at the end to 1 s (`ClipPadder`, as for PANNs).
 
 Precision: "fp32" runs the CNN's float32 inference form (`fast_cnn.py`: BatchNorm folded,
 channels-last, Winograd for the deep convs on CPU, an FFT front end; the original function up to
-rounding, ~2x faster on CPU); "bf16"/"fp16" fold each BatchNorm into its conv, store conv weights
-in that dtype, channels-last, under autocast (as `panns.AudioEncoder`); the log-mel front end,
-pooling and projection stay float32. Outputs are float32.
+rounding, ~2x faster on CPU); "bf16"/"fp16" run the same form without Winograd, with the conv
+weights in that dtype, under autocast (as `panns.AudioEncoder`); the log-mel front end, pooling
+and projection stay float32. Outputs are float32.
 """
 
 import contextlib
@@ -25,7 +25,7 @@ from torch import nn
 
 from ...device import resolve_device
 from ...errors import UserError
-from ..panns import ClipPadder, fold_batchnorm
+from ..panns import ClipPadder
 from .cnn import TIME_POOLING, MeiCnn, clip_vector
 from .fast_cnn import to_inference_form
 
@@ -58,10 +58,8 @@ class CnnJointAudio:
         check_precision(precision, self.device)
         self.precision, self.frames = precision, frames
         self.memory_format = torch.channels_last
-        if precision == "fp32":
-            cnn = to_inference_form(cnn, self.device)
-        else:
-            fold_batchnorm(cnn)
+        cnn = to_inference_form(cnn, self.device, winograd=precision == "fp32")
+        if precision != "fp32":
             for module in cnn.modules():
                 if isinstance(module, nn.Conv2d):  # the trunk only: the STFT is a Conv1d
                     module.to(_AUTOCAST[precision])

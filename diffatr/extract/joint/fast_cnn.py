@@ -107,13 +107,18 @@ def _standard_dft(spectrogram: nn.Module, n_fft: int, hop_length: int) -> bool:
 
 
 def to_inference_form(
-    cnn: MeiCnn, device: torch.device, min_channels: int = WINOGRAD_MIN_CHANNELS
+    cnn: MeiCnn,
+    device: torch.device,
+    min_channels: int = WINOGRAD_MIN_CHANNELS,
+    winograd: bool = True,
 ) -> MeiCnn:
-    """Rewrite a frozen eval-mode `MeiCnn` in place into its fast float32 form (module doc)."""
+    """Rewrite a frozen eval-mode `MeiCnn` in place into its fast float32 form (module doc).
+    `winograd=False` keeps every conv direct (the bf16/fp16 path: steps 1, 2, 4 and the pieces)."""
     fold_batchnorm(cnn)
+    winograd = winograd and device.type == "cpu"
     for name, child in list(cnn.named_children()):
         if isinstance(child, ConvBlock):
-            setattr(cnn, name, FastConvBlock(child, device.type == "cpu", min_channels))
+            setattr(cnn, name, FastConvBlock(child, winograd, min_channels))
     mel = cnn.mel
     if _standard_dft(cnn.spectrogram_extractor, mel.n_fft, mel.hop_length):
         cnn.spectrogram_extractor = FftSpectrogram(mel.n_fft, mel.hop_length)
