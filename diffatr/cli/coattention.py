@@ -1,5 +1,5 @@
 """`diffatr train-coattention`: the co-attention head (Sun et al. 2024) on cached frames and
-tokens; and `evaluate_coattention`, the co-attention branch of `diffatr evaluate --head`."""
+tokens; and `coattention_rerank`, the co-attention branch of `diffatr evaluate --head`."""
 
 import click
 
@@ -132,12 +132,12 @@ def train_coattention_command(train_cache, val_cache, out, **settings):
     )
 
 
-def evaluate_coattention(cache, options: dict, cfg, submission, progress) -> dict:
-    """`diffatr evaluate --head CKPT` with a co-attention CKPT: `options` are evaluate's head
-    options. --topk and --alpha mean what they mean for a diffusion head; --mode gen (the
-    default here) orders the top-k by the head alone, fusion adds alpha * softmax(s / tau)."""
+def coattention_rerank(options: dict):
+    """`diffatr evaluate --head CKPT` with a co-attention CKPT: `options` (evaluate's head
+    options) into a CoRerankConfig. --topk and --alpha mean what they mean for a diffusion head;
+    --mode gen (the default here) orders the top-k by the head alone, fusion adds
+    alpha * softmax(s / tau)."""
     from ..coattention.config import CoRerankConfig
-    from ..coattention.evaluate import evaluate_with_coattention
 
     wrong = given(DIFFUSION_ONLY)
     if wrong:
@@ -146,5 +146,4 @@ def evaluate_coattention(cache, options: dict, cfg, submission, progress) -> dic
             "co-attention head (it takes --topk, --mode and --alpha)"
         )
     mode = options["mode"] if given(["mode"]) else "gen"
-    rerank = CoRerankConfig(topk=parse_topk(options["topk"]), mode=mode, alpha=options["alpha"])
-    return evaluate_with_coattention(cache, options["head"], rerank, cfg, submission, progress)
+    return CoRerankConfig(topk=parse_topk(options["topk"]), mode=mode, alpha=options["alpha"])

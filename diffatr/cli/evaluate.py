@@ -4,7 +4,7 @@ import click
 
 from ..checkpoint_kinds import checkpoint_kind
 from . import main
-from .coattention import evaluate_coattention
+from .coattention import coattention_rerank
 from .options import CACHE, given, only_with, only_with_head, parse_topk
 
 REPORT_TOP = 5  # candidates per query the --report page lists under each system
@@ -185,7 +185,8 @@ def evaluate(
     diffatr evaluate test.h5 --head head.pt --topk 32 --json results.json
     diffatr evaluate test.h5 --baseline qb-norm --bank train.h5
     """
-    from ..evaluate import EvalConfig, evaluate_cache, format_table, write_json
+    from ..api.evaluation import evaluate_systems
+    from ..evaluate import EvalConfig, format_table, write_json
 
     chunking = {"max_elements": max_elements} if max_elements else {}
     if relevance is not None and protocol != "dcase2025":
@@ -207,21 +208,18 @@ def evaluate(
     )
     progress = True  # a bar on a terminal, plain lines in a log
     baseline_options = {"bank": bank, "beta": beta, "dsl_temperature": dsl_temperature}
+    rerank, reranker = None, {}
     if baseline is not None:
-        results = _evaluate_baseline(
-            cache, cfg, submission, progress, baseline, baseline_options, head
-        )
+        reranker = {"baseline": _baseline_config(baseline, baseline_options, head), "bank": bank}
     elif given(baseline_options):
         raise click.UsageError(only_with(given(baseline_options), "--baseline NAME"))
     elif head["head"] is None:
         if given(head):
             raise click.UsageError(only_with_head(given(head)))
-        results = {"cosine": evaluate_cache(cache, cfg, submission=submission, progress=progress)}
     elif checkpoint_kind(head["head"]) == "coattention_head":
-        results = evaluate_coattention(cache, head, cfg, submission, progress)
+        rerank = coattention_rerank(head)
     else:
         from ..diffusion_head import RerankConfig
-        from ..diffusion_head.evaluate import evaluate_with_head
 
         rerank = RerankConfig(
             topk=parse_topk(head["topk"]),
@@ -233,7 +231,9 @@ def evaluate(
             mode=head["mode"],
             compiled=not head["no_compile"],
         )
-        results = evaluate_with_head(cache, head["head"], rerank, cfg, submission, progress)
+    results = evaluate_systems(
+        cache, cfg, head["head"], rerank, submission=submission, progress=progress, **reranker
+    )
     c = next(iter(results.values())).counts
     click.echo(f"{cache}: {c['scored_captions']} captions scored over {c['clips']} clips")
     click.echo(format_table({name: r.metrics for name, r in results.items()}, protocol))
@@ -253,9 +253,9 @@ def evaluate(
         click.echo(f"wrote {page}")
 
 
-def _evaluate_baseline(cache, cfg, submission, progress, name, options, head):
-    """`--baseline NAME`: the options into a BaselineConfig, then evaluate_baseline."""
-    from ..evaluate.baselines import BaselineConfig, evaluate_baseline
+def _baseline_config(name, options, head):
+    """`--baseline NAME`: the options into a BaselineConfig."""
+    from ..evaluate.baselines import BaselineConfig
 
     if head["head"] is not None:
         raise click.UsageError("--head and --baseline: give one re-ranker per run")
@@ -272,9 +272,8 @@ def _evaluate_baseline(cache, cfg, submission, progress, name, options, head):
         verb = "does" if len(misplaced) == 1 else "do"
         raise click.UsageError(f"{', '.join(misplaced)} {verb} not apply to --baseline {name}")
     settings = {"beta": options["beta"], "temperature": options["dsl_temperature"]}
-    baseline = BaselineConfig(
+    return BaselineConfig(
         name=name,
         topk=parse_topk(head["topk"]),
         **{k: v for k, v in settings.items() if v is not None},
     )
-    return evaluate_baseline(cache, baseline, cfg, options["bank"], submission, progress)

@@ -1,5 +1,14 @@
 """Retrieval evaluation from cached features: ranks, the paper, DCASE and DCASE 2025
-protocols, reports."""
+protocols, reports.
+
+This package is also the function `diffatr.evaluate(cache, head=None, ...)` of the Python API
+(`diffatr.api.evaluation.evaluate`): the package and the function share the name
+`diffatr.evaluate`, and importing a subpackage rebinds its parent's attribute to the module, so
+the module itself forwards calls to the function.
+"""
+
+import sys
+import types
 
 from .cached import EvalConfig, EvalResult, evaluate_cache
 from .dcase import jackknife_interval, write_submission
@@ -33,3 +42,13 @@ __all__ = [
     "write_predictions",
     "write_submission",
 ]
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        from ..api.evaluation import evaluate
+
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
