@@ -1,5 +1,5 @@
 """Install diffatr: `pip install torch==2.13.0 -e .` (add `[test]` for the test suite,
-`[export]` for Parquet / safetensors / FAISS export and import)."""
+`[export]` for Parquet / safetensors / FAISS export and import, `[docs]` for the docs site)."""
 
 import re
 from pathlib import Path
@@ -44,6 +44,14 @@ setup(
             "pyarrow>=14",
             "safetensors>=0.4",
             "faiss-cpu>=1.7.4",
+        ],
+        # The docs site (`mkdocs build --strict`): MkDocs, the command reference generated from
+        # the click commands (mkdocs-click), the API reference from docstrings (mkdocstrings).
+        # mkdocstrings before 1.0 breaks with pymdown-extensions 13 (Highlight needs `md`).
+        "docs": [
+            "mkdocs>=1.6,<2",
+            "mkdocs-click>=0.8,<1",
+            "mkdocstrings[python]>=1.0,<2",
         ],
         "test": [
             "pytest>=7",
