@@ -33,7 +33,7 @@ class _Group(click.Group):
 def main():
     """diffatr: train and evaluate audio-text retrieval heads on cached embeddings.
 
-    Caches are HDF5 files (format v1, see the README): one per dataset split, with clip and
+    Caches are HDF5 files (format v1, docs/cache-format.md): one per dataset split, with clip and
     caption embeddings. Start with `diffatr demo`.
     """
 
