@@ -33,6 +33,16 @@ class Ranks:
             raise KeyError(direction)
         return getattr(self, direction)
 
+    def recall(self, ks=range(1, 101)) -> dict[str, np.ndarray]:
+        """Recall curves, {"t2a": R@k, "a2t": R@k} in percent for each k of `ks` (the paper
+        protocol's R@k: a2t counts a clip's best-ranked caption)."""
+        ks = np.asarray(list(ks), dtype=np.int64)
+        out = {}
+        for direction in ("t2a", "a2t"):
+            best = np.sort(self[direction][self[direction] > 0])
+            out[direction] = 100.0 * np.searchsorted(best, ks, side="right") / max(len(best), 1)
+        return out
+
 
 def _tensor(x) -> torch.Tensor:
     if hasattr(x, "detach"):
