@@ -224,3 +224,28 @@ def test_load_head_refuses_a_cache_and_reads_the_kind(files) -> None:
     assert head.kind == "diffusion" and head.config.K == 10
     with pytest.raises(UserError):
         diffatr.load_head(files["val"])
+
+
+def test_coattention_head_equals_the_cli_json(tmp_path) -> None:
+    from diffatr.cache import SequenceSyntheticConfig, make_synthetic_sequences
+
+    train, val, ckpt = tmp_path / "train.h5", tmp_path / "val.h5", tmp_path / "co.pt"
+    make_synthetic_sequences(train, SequenceSyntheticConfig(n_bags=8, seed=1))
+    make_synthetic_sequences(val, SequenceSyntheticConfig(n_bags=5, seed=2))
+    result = run(
+        "train-coattention", train, "--val", val, "--out", ckpt, "--epochs", "1",
+        "--batch-size", "8", "--d-model", "16", "--heads", "2", "--ffn", "24",
+        "--val-topk", "4", "--chunk-captions", "9", "--buffer-chunks", "2",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    cli, _ = _cli_json(tmp_path, val, "--head", ckpt, "--topk", "4", "--mode", "fusion")
+    head = diffatr.load_head(ckpt)
+    assert head.kind == "coattention"
+    api = diffatr.evaluate(val, head=head, topk=4, mode="fusion")
+    assert api.ranking == "coattention-fusion"
+    _same_metrics(api.metrics, cli["coattention-fusion"]["metrics"])
+    S = head.rerank(val, "t2a", topk=4, mode="fusion")
+    cache = diffatr.open_cache(val)
+    assert api.ranks["t2a"].tolist() == oracle_t2a_ranks(S, cache.audio_index.tolist())
+    with pytest.raises(diffatr.ConfigError, match="steps"):
+        diffatr.evaluate(val, head=head, steps=3)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError
 from .caches import cache_path
 from .heads import head_path
 from .ranking import Ranks, nest
@@ -130,23 +130,18 @@ def evaluate(
     )
     if head is not None and baseline is not None:
         raise ConfigError("head and baseline: give one re-ranker per evaluation")
-    head_file, rerank = None, None
+    if bank is not None and baseline != "qb-norm":
+        raise ConfigError('a bank is the query bank of baseline="qb-norm"')
+    reranker = {}
     if baseline is not None:
-        rerank = _baseline_config(baseline, topk, beta, dsl_temperature)
+        reranker = {"baseline": _baseline_config(baseline, topk, beta, dsl_temperature)}
+        reranker["bank"] = bank
     elif head is not None:
         head_file, kind = head_path(head)
         options = {"topk": topk, "mode": mode, "alpha": alpha}
         rerank = _head_config(kind, options, temperature, steps, eta, seed, compiled)
-    systems = evaluate_systems(
-        path,
-        cfg,
-        head_file,
-        rerank,
-        rerank if baseline is not None else None,
-        bank,
-        submission,
-        progress,
-    )
+        reranker = {"head": head_file, "rerank": rerank}
+    systems = evaluate_systems(path, cfg, submission=submission, progress=progress, **reranker)
     name, main = list(systems.items())[-1]  # the re-ranker comes after cosine
     q = main.queries
     ranks = Ranks(q.t2a_rank, q.a2t_rank, _index(path))
@@ -200,4 +195,4 @@ def _index(path) -> np.ndarray:
         return c.audio_index()
 
 
-__all__ = ["Result", "UserError", "evaluate", "evaluate_systems"]
+__all__ = ["Result", "evaluate", "evaluate_systems"]
