@@ -17,7 +17,7 @@ def test_walkthrough_runs(tmp_path) -> None:
     env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "walkthrough.py"), "--clips", "60", "--dim",
-         "16", "--no-compile", "--out", str(tmp_path)],
+         "16", "--out", str(tmp_path)],
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
