@@ -122,7 +122,9 @@ def train_coattention_command(train_cache, val_cache, out, **settings):
     """
     from ..coattention import CoAttentionConfig
     from ..coattention.train import train_coattention
+    from ..outputs import check_outputs
 
+    check_outputs({"--out": out})
     cfg = CoAttentionConfig(**settings)
     head = train_coattention(train_cache, val_cache, out, cfg, True, click.echo)
     m = head.meta["val_metrics"]
@@ -147,4 +149,6 @@ def evaluate_coattention(cache, options: dict, cfg, submission, progress) -> dic
         )
     mode = options["mode"] if given(["mode"]) else "gen"
     rerank = CoRerankConfig(topk=parse_topk(options["topk"]), mode=mode, alpha=options["alpha"])
-    return evaluate_with_coattention(cache, options["head"], rerank, cfg, submission, progress)
+    return evaluate_with_coattention(
+        cache, options["head"], rerank, cfg, submission, progress, options["trust_checkpoint"]
+    )

@@ -5,7 +5,7 @@ import click
 from ..checkpoint_kinds import checkpoint_kind
 from . import main
 from .coattention import evaluate_coattention
-from .options import CACHE, given, only_with, only_with_head, parse_topk
+from .options import CACHE, given, only_with, only_with_head, parse_topk, trust_checkpoint_option
 
 REPORT_TOP = 5  # candidates per query the --report page lists under each system
 
@@ -153,6 +153,7 @@ REPORT_TOP = 5  # candidates per query the --report page lists under each system
     "whose rank the re-ranker changed (top 5 under each, sortable and filterable), the metrics "
     "and recall curves; it opens from disk.",
 )
+@trust_checkpoint_option
 @click.option(
     "--audio-dir",
     type=click.Path(file_okay=False, exists=True),
@@ -186,7 +187,9 @@ def evaluate(
     diffatr evaluate test.h5 --baseline qb-norm --bank train.h5
     """
     from ..evaluate import EvalConfig, evaluate_cache, format_table, write_json
+    from ..outputs import check_outputs
 
+    check_outputs({"--json": json_out, "--submission": submission}, {"--report": report})
     chunking = {"max_elements": max_elements} if max_elements else {}
     if relevance is not None and protocol != "dcase2025":
         raise click.UsageError("--relevance only applies with --protocol dcase2025")
@@ -217,7 +220,7 @@ def evaluate(
         if given(head):
             raise click.UsageError(only_with_head(given(head)))
         results = {"cosine": evaluate_cache(cache, cfg, submission=submission, progress=progress)}
-    elif checkpoint_kind(head["head"]) == "coattention_head":
+    elif checkpoint_kind(head["head"], head["trust_checkpoint"]) == "coattention_head":
         results = evaluate_coattention(cache, head, cfg, submission, progress)
     else:
         from ..diffusion_head import RerankConfig
@@ -233,7 +236,9 @@ def evaluate(
             mode=head["mode"],
             compiled=not head["no_compile"],
         )
-        results = evaluate_with_head(cache, head["head"], rerank, cfg, submission, progress)
+        results = evaluate_with_head(
+            cache, head["head"], rerank, cfg, submission, progress, head["trust_checkpoint"]
+        )
     c = next(iter(results.values())).counts
     click.echo(f"{cache}: {c['scored_captions']} captions scored over {c['clips']} clips")
     click.echo(format_table({name: r.metrics for name, r in results.items()}, protocol))
