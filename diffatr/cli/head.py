@@ -102,6 +102,7 @@ def train_head_command(
     from ..diffusion_head import HeadConfig, RerankConfig
     from ..diffusion_head.train import seed_jobs, train_head, train_heads
     from ..outputs import check_outputs
+
     cfg = HeadConfig(fused=not naive, compiled=not no_compile, **settings)
     rerank = RerankConfig(topk=val_topk, compiled=not no_compile)
     progress = True  # a bar on a terminal, plain lines in a log
