@@ -1,7 +1,12 @@
 """What a checkpoint is, recognised from its content (never its name), in one place.
 
-Reads: a `.pt`/`.pth` file (through `torch.load`, `weights_only=True` first), or a folder / local
+Reads: a `.pt`/`.pth` file (through `torch.load(weights_only=True)`), or a folder / local
 Hugging Face cache entry holding a `transformers` model. Writes nothing.
+
+Unpickling: every checkpoint loads with `weights_only=True`. A file that refuses (it pickles
+objects beyond tensors and plain values, which is how a file runs code when loaded) is loaded
+only when the user passed `--trust-checkpoint` on that command (`trust=True` here); otherwise it
+is one line saying why (`pickle_refusal`). No environment variable or file metadata turns it on.
 
 Kinds:
   panns                 `{"model": PANNs state dict}` (CNN14 / ResNet38), for --audio-checkpoint
@@ -20,6 +25,7 @@ more entry here and one module under `extract/joint/`.
 
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +38,10 @@ HEAD_FORMATS = {
     "diffatr-diffusion-head": "diffusion_head",
     "diffatr-coattention-head": "coattention_head",
 }
+TRUST_OPTION = "--trust-checkpoint"
 PICKLE_WARNING = (
     "warning: {path}: not loadable with weights_only=True; loading it as a full pickle, which "
-    "runs code from the file: use checkpoints from a source you trust"
+    f"runs code from the file, because {TRUST_OPTION} was given"
 )
 _PANNS_KEYS = ("conv_block1.conv1.weight", "resnet.layer1.0.conv1.weight")
 
@@ -49,21 +56,73 @@ class Recognised:
     folder: Path | None = None  # clap: the folder holding config.json (a snapshot for hub names)
 
 
-def load_torch_file(path: str | os.PathLike, *, allow_pickle: bool = True):
-    """`torch.load` on CPU: weights_only=True first; a file refused by that is loaded as a full
-    pickle only when `allow_pickle`, with a warning. A file torch cannot read at all (truncated,
-    not a checkpoint) is a UserError naming it."""
+def is_pickle_refusal(error: BaseException) -> bool:
+    """Whether `torch.load(weights_only=True)` refused a file for what it unpickles (as opposed
+    to a file that is damaged or not a checkpoint at all)."""
+    text = str(error)
+    if "weights_only" not in text and "Weights only" not in text:
+        return False
+    # A disallowed global or call is what a code-running pickle trips; "Unsupported operand"
+    # and the like are damaged bytes, which full unpickling would not read either.
+    return "GLOBAL" in text or "global" in text or "reduce" in text
+
+
+def pickle_refusal(path: str | os.PathLike, error: BaseException) -> str:
+    """The one-line refusal of a file that only full unpickling would load."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(error))
+    why = f"it pickles {found.group(1)}" if found else "it pickles more than tensors and values"
+    return (
+        f"{path}: not loaded: {why}, and loading it would run code from the file; if you trust "
+        f"its source, pass {TRUST_OPTION}"
+    )
+
+
+def _numpy_data_globals() -> list:
+    """NumPy arrays, scalars and dtypes for the weights-only unpickler: data, no code (the
+    released PANNs files keep training state as NumPy values beside the weights). Named under
+    both numpy 2's `numpy._core` and numpy 1's `numpy.core`, which old files were pickled with."""
+    import numpy as np
+
+    core = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    pairs = [(core._reconstruct, "_reconstruct"), (core.scalar, "scalar")]
+    allowed: list = [np.ndarray, np.dtype]
+    if hasattr(np, "dtypes"):  # numpy >= 1.25 pickles a dtype through its class
+        allowed += [
+            cls
+            for name, cls in vars(np.dtypes).items()
+            if name.endswith("DType") and isinstance(cls, type) and name != "ObjectDType"
+        ]
+    for obj, name in pairs:
+        allowed += [(obj, f"numpy._core.multiarray.{name}"), (obj, f"numpy.core.multiarray.{name}")]
+    return allowed
+
+
+def torch_load(path: str | os.PathLike, trust: bool = False):
+    """`torch.load` on CPU with weights_only=True (NumPy data allowed); a file that needs full
+    unpickling is a UserError (`pickle_refusal`) unless `trust`, then loaded as a full pickle
+    with a warning. Other failures (a damaged file) propagate for the caller to word."""
     import torch
 
+    try:
+        with torch.serialization.safe_globals(_numpy_data_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        if not is_pickle_refusal(e):
+            raise
+        if not trust:
+            raise UserError(pickle_refusal(path, e)) from None
+    print(PICKLE_WARNING.format(path=path), file=sys.stderr)
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_torch_file(path: str | os.PathLike, *, trust: bool = False):
+    """`torch_load`, with a file torch cannot read at all (truncated, not a checkpoint) a
+    UserError naming it."""
     file = Path(path)
     try:
-        try:
-            return torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as e:
-            if not allow_pickle or ("weights_only" not in str(e) and "Weights only" not in str(e)):
-                raise
-            print(PICKLE_WARNING.format(path=file), file=sys.stderr)
-            return torch.load(file, map_location="cpu", weights_only=False)
+        return torch_load(file, trust)
+    except UserError:
+        raise
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{file}: not a readable PyTorch checkpoint ({first[:160]})") from None
@@ -124,9 +183,9 @@ def _clap_folder(folder: Path, shown: str) -> Recognised:
     return Recognised(shown, "clap", folder=folder)
 
 
-def recognise_joint(path: str) -> Recognised:
+def recognise_joint(path: str, trust: bool = False) -> Recognised:
     """Recognise a `--joint-model` argument, refusing anything that is not a joint model with
-    a one-line UserError that names it and says what to do."""
+    a one-line UserError that names it and says what to do (`trust`: --trust-checkpoint)."""
     file = Path(path)
     if file.is_dir():
         return _clap_folder(file, path)
@@ -138,7 +197,7 @@ def recognise_joint(path: str) -> Recognised:
             f"{path}: no such file or folder, and no model of that name in the local Hugging "
             "Face cache (nothing is downloaded)"
         )
-    blob = load_torch_file(file)
+    blob = load_torch_file(file, trust=trust)
     kind = kind_of_blob(blob)
     if kind == "panns":
         raise UserError(
@@ -156,13 +215,13 @@ def recognise_joint(path: str) -> Recognised:
     return Recognised(path, kind, blob=blob)
 
 
-def checkpoint_kind(path: str | os.PathLike) -> str | None:
-    """The kind of a readable checkpoint file (weights_only loading only), else None: the
-    caller's own loader then says what is wrong with it."""
+def checkpoint_kind(path: str | os.PathLike, trust: bool = False) -> str | None:
+    """The kind of a readable checkpoint file, else None: the caller's own loader then says
+    what is wrong with it (`trust`: --trust-checkpoint was given)."""
     file = Path(path)
     if not file.is_file():
         return None
     try:
-        return kind_of_blob(load_torch_file(file, allow_pickle=False))
+        return kind_of_blob(load_torch_file(file, trust=trust))
     except UserError:
         return None

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_path
+from .checkpoint_kinds import torch_load
 from .errors import UserError
 from .progress import warn
 
@@ -29,7 +30,7 @@ def write_checkpoint(path: str | os.PathLike, blob: dict) -> None:
 _MADE_BY = "train-contrastive, train-head or train-coattention"
 
 
-def _load(path: Path):
+def _load(path: Path, trust: bool = False):
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic != b"PK\x03\x04" and magic[:1] != b"\x80":  # torch.save's zip, or a raw pickle
@@ -38,7 +39,9 @@ def _load(path: Path):
             f"(diffatr's come from {_MADE_BY})"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch_load(path, trust)  # weights_only=True unless --trust-checkpoint
+    except UserError:
+        raise
     except Exception as exc:
         raise UserError(
             f"{path}: a PyTorch file that cannot be read as a diffatr checkpoint "
@@ -59,16 +62,18 @@ def checkpoint_format(path: str | os.PathLike) -> str | None:
 
 
 def read_checkpoint(
-    path: str | os.PathLike, fmt: str, version: int, what: str, made_by: str
+    path: str | os.PathLike, fmt: str, version: int, what: str, made_by: str, trust: bool = False
 ) -> dict:
     """The checkpoint dict at `path`, or a UserError naming the file and what to do.
 
-    `what` names the kind in messages ("projection"), `made_by` the command that makes one.
+    `what` names the kind in messages ("projection"), `made_by` the command that makes one;
+    `trust` (--trust-checkpoint) allows a file that needs full unpickling, which diffatr's own
+    checkpoints never do.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such {what} checkpoint")
-    blob = _load(path)
+    blob = _load(path, trust)
     if not isinstance(blob, dict) or blob.get("format") != fmt:
         found = blob.get("format") if isinstance(blob, dict) else None
         raise UserError(

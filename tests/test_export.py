@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from diffatr.cache import Cache, CacheError, CacheWriter, export
 from diffatr.cli import main
+from diffatr.outputs import EXPORT_RECORD
 
 IDS = ["a.wav", "b, c.wav", "ü – 日本.wav", "d.wav"]
 CAPTIONS = [
@@ -21,6 +22,12 @@ CAPTIONS = [
 ]
 INDEX = [0, 1, 1, 2, -1, 3]
 NPZ_ARRAYS = {"audio_ids", "captions", "audio_index", "audio_embeddings", "text_embeddings"}
+
+
+def _files(folder):
+    """The exported files in `folder`: all but the record of which cache made them."""
+    assert (folder / EXPORT_RECORD).is_file()
+    return [p for p in folder.iterdir() if p.name != EXPORT_RECORD]
 
 
 def _make(path, dtype="float32", text_dim=5, audio_only=False):
@@ -91,7 +98,7 @@ def test_npz_equals_the_cache(caches, tmp_path, dtype):
     assert result.exit_code == 0, result.output
     target = tmp_path / "out" / f"{source.stem}.npz"
     assert result.output.strip() == f"wrote {target}"
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [target.name]
+    assert sorted(p.name for p in _files(tmp_path / "out")) == [target.name]
     stored = _stored(source)
     with np.load(target, allow_pickle=False) as z:
         assert set(z.files) == NPZ_ARRAYS
@@ -136,7 +143,7 @@ def test_npy_writes_one_file_per_array(caches, tmp_path, dtype):
     result = _export_cli(source, "npy", out)
     assert result.exit_code == 0, result.output
     expected = {f"{name}.npy" for name in NPZ_ARRAYS} | {"attributes.json"}
-    assert {p.name for p in out.iterdir()} == expected
+    assert {p.name for p in _files(out)} == expected
     stored = _stored(source)
     for name in NPZ_ARRAYS:
         array = np.load(out / f"{name}.npy", allow_pickle=False)
@@ -158,7 +165,7 @@ def test_tsv_pair_when_dims_agree(caches, tmp_path, dtype):
     source = caches[dtype]
     result = _export_cli(source, "tsv", tmp_path)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["metadata.tsv", "vectors.tsv"]
+    assert sorted(p.name for p in _files(tmp_path)) == ["metadata.tsv", "vectors.tsv"]
     stored = _stored(source)
 
     vectors = _rows(tmp_path / "vectors.tsv")
@@ -194,7 +201,7 @@ def test_tsv_one_pair_per_modality_when_dims_differ(caches, tmp_path):
         "text_metadata.tsv",
     }
     assert {p.name for p in written} == names
-    assert {p.name for p in tmp_path.iterdir()} == names
+    assert {p.name for p in _files(tmp_path)} == names
     stored = _stored(caches["dims"])
     for side, n, dim in (("audio", len(IDS), 5), ("text", len(CAPTIONS), 3)):
         vectors = np.array(_rows(tmp_path / f"{side}_vectors.tsv"), dtype=np.float64)
@@ -222,7 +229,7 @@ def test_no_partial_files_are_left(caches, tmp_path, fmt):
     finally:
         _no_partial(tmp_path)
     assert written and all(p.exists() for p in written)
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {p.name for p in written}
+    assert {p.name for p in _files(tmp_path / "out")} == {p.name for p in written}
 
 
 def test_export_overwrites_its_own_earlier_output(caches, tmp_path):

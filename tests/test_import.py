@@ -1,5 +1,8 @@
-"""`diffatr cache import`: round trips export -> import (Parquet, npz) give the same cache;
+"""`diffatr cache import`: round trips export -> import (Parquet, npz) give the same rows, the
+source's own metadata kept apart as untrusted;
 .npy rows following a caption file; chunked reading; one-line refusals with no output."""
+
+import json
 
 import numpy as np
 import pytest
@@ -7,6 +10,7 @@ from click.testing import CliRunner
 
 from diffatr.cache import Cache, CacheWriter, export
 from diffatr.cache.importer import ImportConfig, import_embeddings
+from diffatr.checkpoints import file_sha256
 from diffatr.cli import main
 
 pa = pytest.importorskip("pyarrow")
@@ -84,10 +88,20 @@ def test_round_trip_gives_the_same_cache(tmp_path, fmt, dtype):
     assert result.exit_code == 0, result.output
     assert result.output.strip() == f"wrote {out}: 4 clips (6-d), 6 captions (6-d)"
     want, got = _content(source), _content(out)
-    if fmt == "npz":
-        for side in ("audio_attrs", "text_attrs"):
-            want.pop(side), got.pop(side)
+    for side in ("audio_attrs", "text_attrs"):
+        had, has = want.pop(side), got.pop(side)
+        if fmt == "parquet":  # the source's own metadata: kept, untrusted, never promoted
+            _kept_untrusted(had, has)
     _same(want, got)
+
+
+def _kept_untrusted(had: dict, has: dict) -> None:
+    assert json.loads(has["imported_metadata"])["attrs"] == had
+    assert has["encoder"] == has["feature_kind"] == "imported"
+    assert has["checkpoint_sha256"] == ""
+    assert set(has["settings"]) == {"imported_from", "source_format"}
+    origin = json.loads(has["imported_from"])
+    assert origin["sha256"] == file_sha256(origin["file"]) and origin["format"] == "parquet"
 
 
 def test_chunked_reading_gives_the_same_rows(tmp_path, monkeypatch):
@@ -98,7 +112,10 @@ def test_chunked_reading_gives_the_same_rows(tmp_path, monkeypatch):
     a, t = export(source, "parquet", tmp_path / "x")
     assert pq.ParquetFile(a).metadata.num_row_groups == 2
     import_embeddings(tmp_path / "back.h5", a, t, ImportConfig(chunk_rows=3))
-    _same(_content(source), _content(tmp_path / "back.h5"))
+    want, got = _content(source), _content(tmp_path / "back.h5")
+    for side in ("audio_attrs", "text_attrs"):
+        _kept_untrusted(want.pop(side), got.pop(side))
+    _same(want, got)
 
 
 def _clotho(path):

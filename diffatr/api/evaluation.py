@@ -25,11 +25,13 @@ def evaluate_systems(
     bank: str | os.PathLike | None = None,
     submission: str | os.PathLike | None = None,
     progress: bool = False,
+    trust: bool = False,
 ) -> dict:
     """{system name: EvalResult}: cosine alone, or cosine beside one re-ranker.
 
     cfg: an `EvalConfig`; head + rerank: a checkpoint with its `RerankConfig` (diffusion) or
-    `CoRerankConfig` (co-attention); baseline (+ bank): a `BaselineConfig`. `diffatr evaluate`
+    `CoRerankConfig` (co-attention); baseline (+ bank): a `BaselineConfig`; trust: the head may be
+    a full pickle (`--trust-checkpoint`: it runs code from the file). `diffatr evaluate`
     and `diffatr.evaluate` both answer through here, so they cannot disagree.
     """
     from ..evaluate import evaluate_cache
@@ -45,10 +47,10 @@ def evaluate_systems(
     if isinstance(rerank, CoRerankConfig):
         from ..coattention.evaluate import evaluate_with_coattention
 
-        return evaluate_with_coattention(cache, head, rerank, cfg, submission, progress)
+        return evaluate_with_coattention(cache, head, rerank, cfg, submission, progress, trust)
     from ..diffusion_head.evaluate import evaluate_with_head
 
-    return evaluate_with_head(cache, head, rerank, cfg, submission, progress)
+    return evaluate_with_head(cache, head, rerank, cfg, submission, progress, trust)
 
 
 @dataclass
@@ -105,6 +107,7 @@ def evaluate(
     verify: bool = True,
     submission: str | os.PathLike | None = None,
     progress: bool = False,
+    trust_checkpoint: bool = False,
 ) -> Result:
     """Evaluate `cache` (a path or `open_cache(...)`) by cosine, or re-ranked.
 
@@ -114,7 +117,8 @@ def evaluate(
     `diffatr evaluate --head` (alpha, temperature, steps, eta, seed, mode [default: fusion for
     a diffusion head, gen for a co-attention one], compiled); baseline: "dual-softmax",
     "inverted-softmax" or "qb-norm" (with `bank`, a training-split cache), beta and
-    dsl_temperature as the CLI's. Bad input raises `diffatr.UserError`, never exits.
+    dsl_temperature as the CLI's; trust_checkpoint: load a head that needs full unpickling
+    (`--trust-checkpoint`: runs code from the file). Bad input raises `diffatr.UserError`.
     """
     from ..evaluate import EvalConfig
 
@@ -137,11 +141,13 @@ def evaluate(
         reranker = {"baseline": _baseline_config(baseline, topk, beta, dsl_temperature)}
         reranker["bank"] = bank
     elif head is not None:
-        head_file, kind = head_path(head)
+        head_file, kind = head_path(head, trust_checkpoint)
         options = {"topk": topk, "mode": mode, "alpha": alpha}
         rerank = _head_config(kind, options, temperature, steps, eta, seed, compiled)
         reranker = {"head": head_file, "rerank": rerank}
-    systems = evaluate_systems(path, cfg, submission=submission, progress=progress, **reranker)
+    systems = evaluate_systems(
+        path, cfg, submission=submission, progress=progress, trust=trust_checkpoint, **reranker
+    )
     name, main = list(systems.items())[-1]  # the re-ranker comes after cosine
     q = main.queries
     ranks = Ranks(q.t2a_rank, q.a2t_rank, _index(path))

@@ -128,30 +128,35 @@ class CoAttentionHead:
             return getattr(scores, direction)(0, n).cpu()
 
 
-def load_head(path: str | os.PathLike, device: str = "cpu") -> DiffusionHead | CoAttentionHead:
+def load_head(
+    path: str | os.PathLike, device: str = "cpu", trust_checkpoint: bool = False
+) -> DiffusionHead | CoAttentionHead:
     """Load a diffusion head (`diffatr train-head`) or a co-attention head
-    (`diffatr train-coattention`); anything else raises `diffatr.UserError` naming the file."""
-    kind = checkpoint_kind(path)  # None: unreadable; the diffusion loader says why
+    (`diffatr train-coattention`); anything else raises `diffatr.UserError` naming the file.
+    trust_checkpoint: allow a file that needs full unpickling (runs code from it)."""
+    kind = checkpoint_kind(
+        path, trust_checkpoint
+    )  # None: unreadable; the diffusion loader says why
     if kind in ("diffusion_head", None):
         from ..diffusion_head.checkpoint import load_head as load_diffusion
 
-        return DiffusionHead(Path(path), load_diffusion(path, device))
+        return DiffusionHead(Path(path), load_diffusion(path, device, trust_checkpoint))
     if kind == "coattention_head":
         from ..coattention.checkpoint import load_coattention
 
-        return CoAttentionHead(Path(path), load_coattention(path, device))
+        return CoAttentionHead(Path(path), load_coattention(path, device, trust_checkpoint))
     raise UserError(
         f"{path}: a {kind} checkpoint, not a head (train one with `diffatr train-head` or "
         "`diffatr train-coattention`)"
     )
 
 
-def head_path(head) -> tuple[Path, str]:
+def head_path(head, trust: bool = False) -> tuple[Path, str]:
     """(checkpoint path, "diffusion" | "coattention") of a loaded head or a checkpoint path."""
     if isinstance(head, DiffusionHead | CoAttentionHead):
         return head.path, head.kind
     if isinstance(head, str | os.PathLike):
-        kind = checkpoint_kind(head)
+        kind = checkpoint_kind(head, trust)
         return Path(head), "coattention" if kind == "coattention_head" else "diffusion"
     raise UserError(f"a head is a checkpoint path or diffatr.load_head(...), not {type(head)}")
 

@@ -3,7 +3,9 @@ Embedding Projector's TSV pair (vectors + metadata), and through the `export` ex
 (`export_parquet.py`), safetensors (`export_safetensors.py`) and FAISS (`export_faiss.py`).
 
 Reads: a cache. Writes: files in an output folder, each atomically; embeddings are streamed in
-chunks, never held whole.
+chunks, never held whole. The folder's export record (`outputs.EXPORT_RECORD`) notes which cache
+each file came from, so a second cache exported into the same folder is refused before it
+replaces the first's files (unless `overwrite`).
 """
 
 import io
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_open, atomic_path
+from ..outputs import check_export_targets, check_output_dir, record_export
 from ..progress import Progress
 from .export_faiss import write_faiss
 from .export_parquet import write_parquet
@@ -26,35 +29,70 @@ FORMATS = ("npz", "npy", "tsv", "parquet", "safetensors", "faiss")
 
 
 def export(
-    path: str | os.PathLike, fmt: str, out_dir: str | os.PathLike, index_factory: str = "Flat"
+    path: str | os.PathLike,
+    fmt: str,
+    out_dir: str | os.PathLike,
+    index_factory: str = "Flat",
+    overwrite: bool = False,
 ) -> list[Path]:
     """Write the cache's embeddings, names and caption->clip index; return the files written.
 
-    `index_factory` (faiss only): the `faiss.index_factory` string of the index to build."""
+    `index_factory` (faiss only): the `faiss.index_factory` string of the index to build.
+    `overwrite`: replace files another cache exported into `out_dir` (else refused)."""
     if fmt not in FORMATS:
         raise CacheError(f"export format must be one of {FORMATS}, not {fmt!r}")
     if index_factory != "Flat" and fmt != "faiss":
         raise CacheError("--index-factory only applies with --format faiss")
     out = Path(out_dir)
+    check_output_dir(out, "--out")
     with Cache(path) as cache:
-        out.mkdir(parents=True, exist_ok=True)
         sides = [s for s in SIDES if cache.has(s)]
         if not sides:
             raise CacheError(f"{path}: holds neither /audio nor /text: nothing to export")
         stem = Path(path).stem
-        if fmt == "parquet":
-            return write_parquet(cache, sides, out, stem)
-        if fmt == "safetensors":
-            return write_safetensors(cache, sides, out, stem)
-        if fmt == "faiss":
-            return write_faiss(cache, sides, out, stem, index_factory)
-        arrays = _names(cache, sides)
-        matrices = {f"{s}_embeddings": cache.embeddings(s) for s in sides}
-        if fmt == "npz":
-            return [_write_npz(out / f"{Path(path).stem}.npz", arrays, matrices)]
-        if fmt == "npy":
-            return _write_npy(out, arrays, matrices, cache.attrs)
-        return _write_tsv(out, cache, sides)
+        check_export_targets(out, target_names(cache, fmt, sides, stem), path, overwrite)
+        out.mkdir(parents=True, exist_ok=True)
+        written = _write(cache, fmt, sides, out, stem, index_factory)
+    record_export(out, [w.name for w in written], path)
+    return written
+
+
+def target_names(cache: Cache, fmt: str, sides: list[str], stem: str) -> list[str]:
+    """The names of the files `export` writes for this cache in `fmt` (before writing any)."""
+    if fmt == "npz":
+        return [f"{stem}.npz"]
+    if fmt == "parquet":
+        return [f"{stem}.{s}.parquet" for s in sides]
+    if fmt == "safetensors":
+        return [f"{stem}.safetensors", f"{stem}.names.json"]
+    if fmt == "faiss":
+        return [f"{stem}.{s}.{end}" for s in sides for end in ("faiss", "ids.json")]
+    if fmt == "npy":
+        names = ["audio_ids"] if "audio" in sides else []
+        names += ["captions", "audio_index"] if "text" in sides else []
+        return [f"{n}.npy" for n in names + [f"{s}_embeddings" for s in sides]] + [
+            "attributes.json"
+        ]
+    dims = {s: cache.embeddings(s).shape[1] for s in sides}
+    prefixes = [""] if len(set(dims.values())) == 1 else [f"{s}_" for s in sides]
+    return [f"{p}{kind}.tsv" for p in prefixes for kind in ("vectors", "metadata")]
+
+
+def _write(cache: Cache, fmt: str, sides, out: Path, stem: str, index_factory: str) -> list[Path]:
+    """Write one format's files (the names `target_names` gave)."""
+    if fmt == "parquet":
+        return write_parquet(cache, sides, out, stem)
+    if fmt == "safetensors":
+        return write_safetensors(cache, sides, out, stem)
+    if fmt == "faiss":
+        return write_faiss(cache, sides, out, stem, index_factory)
+    arrays = _names(cache, sides)
+    matrices = {f"{s}_embeddings": cache.embeddings(s) for s in sides}
+    if fmt == "npz":
+        return [_write_npz(out / f"{stem}.npz", arrays, matrices)]
+    if fmt == "npy":
+        return _write_npy(out, arrays, matrices, cache.attrs)
+    return _write_tsv(out, cache, sides)
 
 
 def _names(cache: Cache, sides: list[str]) -> dict[str, np.ndarray]:

@@ -8,16 +8,22 @@ Row rules. With `ClipNames` (a caption file): audio row i is clip i of the file 
 rows are its captions in order, clip by clip, caption columns in order; the row counts must
 match, and ids the sources carry must be the file's, in its order. Without: the ids, captions
 and caption->clip links come from the sources' name columns (diffatr's Parquet / npz export).
-Provenance: the encoder names and pooling given here, else those the source's diffatr metadata
-records, else "imported".
+Provenance: the encoder names and pooling given here, else "imported". A source's own diffatr
+metadata is never promoted to the attributes later commands act on (`encoder`, `settings`,
+`checkpoint_sha256`: `diffatr search` loads models they name): it is kept verbatim, as JSON,
+in the side's `imported_metadata` attribute, marked untrusted, and `imported_from` records the
+source file and its sha256. Only the dataset and split names (labels) and the audio sample rate
+are taken from it.
 """
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..checkpoints import file_sha256
 from ..progress import Progress
 from .schema import EMBEDDING_DTYPES, NO_CLIP, SPACES, CacheError
 from .sources import Source, open_source
@@ -29,6 +35,7 @@ class ImportConfig:
     space: str = "joint"  # "joint" (audio and text comparable by cosine) or "backbone"
     audio_encoder: str = ""  # the model that made the audio rows ("" = the source's or unknown)
     text_encoder: str = ""  # the text model (hub name or folder) `diffatr search` embeds with
+    text_encoder_sha256: str = ""  # its weights' digest, as extraction records it ("" = unknown)
     pooling: str = ""  # "cls" | "mean" | "" (= the source's or unknown)
     dataset: str = ""  # "" = the source's, else "imported"
     split: str = ""  # "" = the source's, else "test"
@@ -91,8 +98,11 @@ def import_embeddings(
         dtype=cfg.dtype,
         overwrite=overwrite,
     ) as w:
-        w.set_attrs("audio", **_provenance(a, cfg.audio_encoder, "", names))
-        w.set_attrs("text", **_provenance(t, cfg.text_encoder, cfg.pooling, names))
+        w.set_attrs("audio", **_provenance(a, cfg.audio_encoder, "", "", names))
+        w.set_attrs(
+            "text",
+            **_provenance(t, cfg.text_encoder, cfg.text_encoder_sha256, cfg.pooling, names),
+        )
         _copy(a, progress, cfg.chunk_rows, lambda s, b: w.add_audio(ids[s : s + len(b)], b))
         _copy(
             t,
@@ -187,25 +197,32 @@ def _captions(t: Source, a: Source, ids: list[str]) -> tuple[list[str], np.ndarr
     return [str(c) for c in captions], index
 
 
-def _provenance(src: Source, encoder: str, pooling: str, names: ClipNames | None) -> dict:
-    """set_attrs keywords: the source's recorded attributes, overridden by what was given."""
-    attrs = dict(src.meta.get("attrs", {}))
-    settings = attrs.pop("settings", None)
-    if not isinstance(settings, dict):
-        settings = {}
+def _provenance(
+    src: Source, encoder: str, sha256: str, pooling: str, names: ClipNames | None
+) -> dict:
+    """set_attrs keywords: what was given here; the source's metadata only as untrusted JSON."""
+    foreign = src.meta.get("attrs", {})
+    origin = {"file": str(src.path), "sha256": file_sha256(src.path), "format": src.kind}
+    if names is not None:
+        origin["caption_file"] = names.source
+    settings: dict = {"imported_from": str(src.path), "source_format": src.kind}
     out = {
-        "encoder": attrs.pop("encoder", "imported"),
-        "feature_kind": attrs.pop("feature_kind", "imported"),
-        "checkpoint_sha256": attrs.pop("checkpoint_sha256", ""),
-        "sample_rate": attrs.pop("sample_rate", None),
+        "encoder": encoder or "imported",
+        "feature_kind": pooling or "imported",
+        "checkpoint_sha256": sha256 if encoder else "",
+        "imported_from": json.dumps(origin, sort_keys=True),
     }
-    if encoder or pooling or not settings:
-        settings = {**settings, "imported_from": str(src.path), "source_format": src.kind}
-        if names is not None:
-            settings["caption_file"] = names.source
     if encoder:
-        out["encoder"] = settings["name"] = encoder
-        out["checkpoint_sha256"] = ""
+        settings["name"] = encoder
     if pooling:
-        out["feature_kind"] = settings["pooling"] = pooling
-    return {**out, "settings": settings, **attrs}
+        settings["pooling"] = pooling
+    rate = foreign.get("sample_rate") if isinstance(foreign, dict) else None
+    if isinstance(rate, int) and not isinstance(rate, bool) and rate > 0:
+        out["sample_rate"] = rate  # a number describing the rows, nothing to load
+    if foreign:
+        out["imported_metadata"] = json.dumps(
+            {"untrusted": "as the source file stated it; not used by diffatr", "attrs": foreign},
+            sort_keys=True,
+            default=str,
+        )
+    return {**out, "settings": settings}

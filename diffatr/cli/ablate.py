@@ -136,7 +136,9 @@ def ablate(tables, data, out, seeds, epochs, batch_size, K, topk, contrastive_ep
     from ..experiments.config import AblationConfig, Dataset
     from ..experiments.figures import parse_figure_query
     from ..experiments.runner import Ablation
+    from ..outputs import check_outputs
 
+    check_outputs(folders={"--out": out})
     base = AblationConfig()
     compiled = not flags["no_compile"]
     contrastive = base.contrastive

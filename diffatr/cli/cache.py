@@ -74,11 +74,16 @@ def verify(path, strict):
     help="With --format faiss: the faiss.index_factory string (Flat = exact; e.g. "
     "IVF256,Flat or HNSW32).",
 )
-def export(path, fmt, out_dir, index_factory):
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace files another cache exported into the --out folder (else refused).",
+)
+def export(path, fmt, out_dir, index_factory, overwrite):
     """Export embeddings, clip ids, captions and the caption->clip index."""
     from ..cache import export as run_export
 
-    for written in run_export(path, fmt, out_dir, index_factory):
+    for written in run_export(path, fmt, out_dir, index_factory, overwrite):
         click.echo(f"wrote {written}")
 
 
@@ -147,7 +152,9 @@ def import_(out, audio, text, captions, caption_format, **options):
     """
     from ..cache.importer import ImportConfig
     from ..extract.import_cache import import_cache
+    from ..outputs import check_outputs
 
+    check_outputs({"OUT": out})
     cfg = ImportConfig(
         space=options["space"],
         audio_encoder=options["audio_encoder"],
@@ -194,7 +201,9 @@ def import_(out, audio, text, captions, caption_format, **options):
 def synthetic(out, clips, captions_per_clip, dim, seed, split, float16, overwrite):
     """Write a synthetic joint-space cache (the demo's data) to OUT."""
     from ..cache import SyntheticConfig, make_synthetic
+    from ..outputs import check_outputs
 
+    check_outputs({"OUT": out})
     try:
         counts = tuple(int(c) for c in captions_per_clip.split(","))
     except ValueError:
@@ -226,7 +235,9 @@ def merge_caches(parts, out, dataset, split, overwrite):
     are refused. OUT appears only when complete.
     """
     from ..cache.merge import merge
+    from ..outputs import check_outputs
 
+    check_outputs({"--out": out})
     result = merge(parts, out, dataset=dataset, split=split, overwrite=overwrite)
     click.echo(
         f"wrote {out}: {result.n_audio} clips, {result.n_text} captions from {result.parts} parts"

@@ -122,7 +122,9 @@ def train_coattention_command(train_cache, val_cache, out, **settings):
     """
     from ..coattention import CoAttentionConfig
     from ..coattention.train import train_coattention
+    from ..outputs import check_outputs
 
+    check_outputs({"--out": out})
     cfg = CoAttentionConfig(**settings)
     head = train_coattention(train_cache, val_cache, out, cfg, True, click.echo)
     m = head.meta["val_metrics"]

@@ -5,7 +5,7 @@ import click
 
 from . import main
 from .cache import cache as cache_group
-from .options import CACHE
+from .options import CACHE, trust_checkpoint_option
 
 
 @main.command("train-contrastive")
@@ -62,7 +62,9 @@ def train_contrastive_command(train_cache, val_cache, out, keep_siblings, **sett
     `diffatr project` on each split.
     """
     from ..contrastive import ContrastiveConfig, train_contrastive
+    from ..outputs import check_outputs
 
+    check_outputs({"--out": out})
     cfg = ContrastiveConfig(exclude_siblings=not keep_siblings, **settings)
     proj = train_contrastive(train_cache, val_cache, out, cfg, True, click.echo)
     m = proj.meta["val_metrics"]
@@ -95,7 +97,8 @@ def train_contrastive_command(train_cache, val_cache, out, keep_siblings, **sett
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-def project_command(cache, proj, out, no_sequences, dtype, device, overwrite):
+@trust_checkpoint_option
+def project_command(cache, proj, out, no_sequences, dtype, device, overwrite, trust_checkpoint):
     """Project a backbone-feature CACHE into the joint space with a trained projection.
 
     Writes OUT (format v1, embedding_space joint) with the same clips, captions and
@@ -103,10 +106,12 @@ def project_command(cache, proj, out, no_sequences, dtype, device, overwrite):
     complete.
     """
     from ..contrastive import project_cache
+    from ..outputs import check_outputs
 
+    check_outputs({"--out": out})
     result = project_cache(
         cache, proj, out, sequences=not no_sequences, dtype=dtype, device=device,
-        overwrite=overwrite,
+        overwrite=overwrite, trust=trust_checkpoint,
     )  # fmt: skip
     copied = f", {' and '.join(result.sequences)} copied" if result.sequences else ""
     click.echo(
@@ -156,7 +161,9 @@ def synthetic_backbone_command(out, clips, captions_per_clip, split, overwrite, 
     --seed values for the train, validation and test splits.
     """
     from ..cache import BackboneSyntheticConfig, make_synthetic_backbone
+    from ..outputs import check_outputs
 
+    check_outputs({"OUT": out})
     cfg = BackboneSyntheticConfig(n_clips=clips, captions_per_clip=(captions_per_clip,), **settings)
     make_synthetic_backbone(out, cfg, split=split, overwrite=overwrite)
     click.echo(f"wrote {out}")

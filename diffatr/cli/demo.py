@@ -48,6 +48,8 @@ def demo(out_dir, clips, train_clips, val_clips, seed, no_compile):
     diffusion process of one query. A few minutes on 2 CPU cores.
     """
     from ..demo import DemoConfig, run_demo
+    from ..outputs import check_outputs
 
+    check_outputs(folders={"--out": out_dir})
     cfg = DemoConfig(clips, train_clips, val_clips, seed, compiled=not no_compile)
     run_demo(out_dir, cfg, echo=click.echo, progress=True)

@@ -5,7 +5,7 @@ import click
 from ..checkpoint_kinds import checkpoint_kind
 from . import main
 from .coattention import coattention_rerank
-from .options import CACHE, given, only_with, only_with_head, parse_topk
+from .options import CACHE, given, only_with, only_with_head, parse_topk, trust_checkpoint_option
 
 REPORT_TOP = 5  # candidates per query the --report page lists under each system
 
@@ -153,6 +153,7 @@ REPORT_TOP = 5  # candidates per query the --report page lists under each system
     "whose rank the re-ranker changed (top 5 under each, sortable and filterable), the metrics "
     "and recall curves; it opens from disk.",
 )
+@trust_checkpoint_option
 @click.option(
     "--audio-dir",
     type=click.Path(file_okay=False, exists=True),
@@ -187,7 +188,9 @@ def evaluate(
     """
     from ..api.evaluation import evaluate_systems
     from ..evaluate import EvalConfig, format_table, write_json
+    from ..outputs import check_outputs
 
+    check_outputs({"--json": json_out, "--submission": submission}, {"--report": report})
     chunking = {"max_elements": max_elements} if max_elements else {}
     if relevance is not None and protocol != "dcase2025":
         raise click.UsageError("--relevance only applies with --protocol dcase2025")
@@ -216,7 +219,7 @@ def evaluate(
     elif head["head"] is None:
         if given(head):
             raise click.UsageError(only_with_head(given(head)))
-    elif checkpoint_kind(head["head"]) == "coattention_head":
+    elif checkpoint_kind(head["head"], head["trust_checkpoint"]) == "coattention_head":
         rerank = coattention_rerank(head)
     else:
         from ..diffusion_head import RerankConfig
@@ -232,7 +235,14 @@ def evaluate(
             compiled=not head["no_compile"],
         )
     results = evaluate_systems(
-        cache, cfg, head["head"], rerank, submission=submission, progress=progress, **reranker
+        cache,
+        cfg,
+        head["head"],
+        rerank,
+        submission=submission,
+        progress=progress,
+        trust=head["trust_checkpoint"],
+        **reranker,
     )
     c = next(iter(results.values())).counts
     click.echo(f"{cache}: {c['scored_captions']} captions scored over {c['clips']} clips")

@@ -3,7 +3,7 @@
 import click
 
 from . import main
-from .options import CACHE, given
+from .options import CACHE, given, trust_checkpoint_option
 
 
 @main.command(name="extract")
@@ -135,6 +135,7 @@ from .options import CACHE, given
     "--restart", is_flag=True, help="Discard the parts of an interrupted run and start over."
 )
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (when the run ends).")
+@trust_checkpoint_option
 def extract_command(
     captions,
     audio_dir,
@@ -162,6 +163,7 @@ def extract_command(
     split,
     restart,
     overwrite,
+    trust_checkpoint,
 ):
     """Encode CAPTIONS and the clips they name into the cache OUT (frozen PANNs + BERT, or
     with --joint-model a contrastively trained model's joint space).
@@ -174,6 +176,9 @@ def extract_command(
     """
     from ..extract import AudioEncoderConfig, ExtractConfig, TextEncoderConfig, extract
     from ..extract.joint import JointConfig
+    from ..outputs import check_outputs
+
+    check_outputs({"--out": out})
 
     backbone_only = given(["audio_encoder", "audio_checkpoint", "audio_feature", "pooling"])
     if joint_model and backbone_only:
@@ -191,6 +196,7 @@ def extract_command(
             frames=frames,
             precision=precision,
             device=device,
+            trust_checkpoint=trust_checkpoint,
         ),
         text=TextEncoderConfig(
             name="" if joint_model else (text_encoder or "bert-base-uncased"),
@@ -200,7 +206,10 @@ def extract_command(
             device=device,
         ),
         joint=JointConfig(
-            model=joint_model, text_encoder=text_encoder, clean_captions=not no_clean_captions
+            model=joint_model,
+            text_encoder=text_encoder,
+            clean_captions=not no_clean_captions,
+            trust_checkpoint=trust_checkpoint,
         ),
         batch_size=batch_size,
         text_batch_size=text_batch_size,

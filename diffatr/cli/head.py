@@ -101,6 +101,7 @@ def train_head_command(
     """
     from ..diffusion_head import HeadConfig, RerankConfig
     from ..diffusion_head.train import seed_jobs, train_head, train_heads
+    from ..outputs import check_outputs
 
     cfg = HeadConfig(fused=not naive, compiled=not no_compile, **settings)
     rerank = RerankConfig(topk=val_topk, compiled=not no_compile)
@@ -110,6 +111,7 @@ def train_head_command(
             raise click.BadParameter(
                 f"{out} is a folder; give a checkpoint file (or --seeds)", param_hint="--out"
             )
+        check_outputs({"--out": out})
         head = train_head(train_cache, val_cache, out, cfg, rerank, progress, click.echo)
         heads, outs = [head], [out]
     else:
@@ -117,6 +119,7 @@ def train_head_command(
             raise click.UsageError("give --seed or --seeds, not both")
         if naive and len(parse_seeds(seeds)) > 1:
             raise click.UsageError("--naive trains one head at a time: give one seed")
+        check_outputs(folders={"--out": out})
         jobs = seed_jobs(train_cache, val_cache, out, cfg, rerank, parse_seeds(seeds))
         heads, outs = train_heads(jobs, progress, click.echo, stack), [job.out for job in jobs]
     for head, path in zip(heads, outs, strict=True):

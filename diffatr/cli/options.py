@@ -43,3 +43,13 @@ def parse_seeds(text: str, hint: str = "--seeds") -> tuple[int, ...]:
     if not seeds or len(set(seeds)) != len(seeds):
         raise click.BadParameter("at least one seed, none twice", param_hint=hint)
     return seeds
+
+
+def trust_checkpoint_option(command):
+    """`--trust-checkpoint`, the one way to load a checkpoint that needs full unpickling."""
+    return click.option(
+        "--trust-checkpoint",
+        is_flag=True,
+        help="Load checkpoints that weights-only loading refuses, as full pickles: this runs "
+        "code from the file, so only for files from a source you trust (see docs/trust.md).",
+    )(command)

@@ -5,7 +5,7 @@ import json
 import click
 
 from . import main
-from .options import CACHE
+from .options import CACHE, trust_checkpoint_option
 
 
 @main.command()
@@ -59,6 +59,13 @@ from .options import CACHE
     "--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write JSON."
 )
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, auto.")
+@click.option(
+    "--joint-model",
+    default="",
+    help="For a joint model's cache: the model to embed queries with [default: the one the "
+    "cache names, loaded only if its sha256 is the one the cache recorded].",
+)
+@trust_checkpoint_option
 def search(cache, query, queries_file, k, json_out, **options):
     """Rank the clips of CACHE for each QUERY (embedded as the cache's captions were).
 
@@ -74,7 +81,9 @@ def search(cache, query, queries_file, k, json_out, **options):
         read_queries,
     )
     from ..experiments.search import search as run_search
+    from ..outputs import check_outputs
 
+    check_outputs({"--json": json_out})
     queries = check_queries(list(query)) if query else []
     if queries_file:
         queries += read_queries(queries_file)
@@ -87,6 +96,8 @@ def search(cache, query, queries_file, k, json_out, **options):
         topk=options["topk"],
         audio_dir=options["audio_dir"] or "",
         device=options["device"],
+        joint_model=options["joint_model"],
+        trust_checkpoint=options["trust_checkpoint"],
     )
     found = run_search(cache, queries, cfg)
     click.echo(format_results(found))

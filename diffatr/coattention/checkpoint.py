@@ -51,9 +51,13 @@ def is_coattention_checkpoint(path: str | os.PathLike) -> bool:
     return checkpoint_format(path) == FORMAT
 
 
-def load_coattention(path: str | os.PathLike, device: torch.device | str = "cpu") -> CoHead:
+def load_coattention(
+    path: str | os.PathLike, device: torch.device | str = "cpu", trust: bool = False
+) -> CoHead:
     """Read a checkpoint written by `save_coattention`, refusing anything else clearly."""
-    blob = read_checkpoint(path, FORMAT, VERSION, "co-attention", "diffatr train-coattention")
+    blob = read_checkpoint(
+        path, FORMAT, VERSION, "co-attention", "diffatr train-coattention", trust
+    )
     try:
         cfg = config_from(CoAttentionConfig, blob["config"], path)
         model = CoAttentionHead(int(blob["dims"]["frames"]), int(blob["dims"]["tokens"]), cfg)

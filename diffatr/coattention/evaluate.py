@@ -26,10 +26,12 @@ def evaluate_with_coattention(
     cfg: EvalConfig = EvalConfig(),
     submission: str | os.PathLike | None = None,
     progress: bool = False,
+    trust: bool = False,
 ) -> dict[str, EvalResult]:
-    """{"cosine": baseline, "coattention" (or "coattention-fusion"): the head's re-ranking}."""
+    """{"cosine": baseline, "coattention" (or "coattention-fusion"): the head's re-ranking}
+    (`trust`: --trust-checkpoint)."""
     rerank.check()
-    head = load_coattention(checkpoint)
+    head = load_coattention(checkpoint, trust=trust)
     with Cache(path) as cache:  # refuse features the head cannot read before any ranking
         frames, tokens = sequence_dims(cache, "evaluation")
     if (frames, tokens) != (head.dims["frames"], head.dims["tokens"]):

@@ -54,9 +54,11 @@ def save_projection(path: str | os.PathLike, proj: Projection) -> None:
     write_checkpoint(path, blob)
 
 
-def load_projection(path: str | os.PathLike, device: torch.device | str = "cpu") -> Projection:
+def load_projection(
+    path: str | os.PathLike, device: torch.device | str = "cpu", trust: bool = False
+) -> Projection:
     """Read a checkpoint written by `save_projection`, refusing anything else clearly."""
-    blob = read_checkpoint(path, FORMAT, VERSION, "projection", "diffatr train-contrastive")
+    blob = read_checkpoint(path, FORMAT, VERSION, "projection", "diffatr train-contrastive", trust)
     try:
         cfg = config_from(ContrastiveConfig, blob["config"], path)
         heads = ProjectionHeads(int(blob["audio_dim"]), int(blob["text_dim"]), cfg.joint_dim)

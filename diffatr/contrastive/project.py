@@ -88,13 +88,15 @@ def project_cache(
     dtype: str | None = None,
     device: str = "auto",
     overwrite: bool = False,
+    trust: bool = False,
 ) -> ProjectResult:
     """Write the joint-space cache of `cache_path` projected by `proj_path` to `out_path`.
 
     `sequences=False` drops frames and tokens; `dtype` (default: the source's) applies to
-    everything stored, so a float32 source's sequences are copied bit for bit."""
+    everything stored, so a float32 source's sequences are copied bit for bit. `trust`:
+    --trust-checkpoint."""
     path, proj_path, out_path = Path(cache_path), Path(proj_path), Path(out_path)
-    proj = load_projection(proj_path)
+    proj = load_projection(proj_path, trust=trust)
     dev = resolve_device(device)
     heads = proj.heads.to(dev)
     verify(path).raise_if_bad()

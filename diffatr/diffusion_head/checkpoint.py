@@ -58,9 +58,11 @@ def save_head(path: str | os.PathLike, head: Head) -> None:
     write_checkpoint(path, blob)
 
 
-def load_head(path: str | os.PathLike, device: torch.device | str = "cpu") -> Head:
+def load_head(
+    path: str | os.PathLike, device: torch.device | str = "cpu", trust: bool = False
+) -> Head:
     """Read a checkpoint written by `save_head`, refusing anything else with a clear message."""
-    blob = read_checkpoint(path, FORMAT, VERSION, "diffusion-head", "diffatr train-head")
+    blob = read_checkpoint(path, FORMAT, VERSION, "diffusion-head", "diffatr train-head", trust)
     try:
         cfg = config_from(HeadConfig, blob["config"], path)
         dim = int(blob["dim"])

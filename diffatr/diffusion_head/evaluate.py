@@ -23,9 +23,11 @@ def evaluate_with_head(
     cfg: EvalConfig = EvalConfig(),
     submission: str | os.PathLike | None = None,
     progress: bool = False,
+    trust: bool = False,
 ) -> dict[str, EvalResult]:
-    """{"cosine": baseline, "diffatr": the head's re-ranking} on the same cache and protocol."""
-    head = load_head(checkpoint)
+    """{"cosine": baseline, "diffatr": the head's re-ranking} on the same cache and protocol
+    (`trust`: --trust-checkpoint)."""
+    head = load_head(checkpoint, trust=trust)
     rerank.check()
     if rerank.steps is not None and not 1 <= rerank.steps <= head.config.K:
         raise UserError(

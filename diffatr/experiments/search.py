@@ -32,6 +32,8 @@ class SearchConfig:
     topk: int = 32  # with head: candidates re-ranked per query
     audio_dir: str = ""  # resolve clip ids to files here
     device: str = "cpu"  # where to embed and score
+    joint_model: str = ""  # "" = the joint model the cache records (loaded if its sha256 matches)
+    trust_checkpoint: bool = False  # --trust-checkpoint: allow checkpoints that run code
 
 
 def check_queries(queries: list[str], where: str = "query") -> list[str]:
@@ -64,7 +66,15 @@ def search(cache_path: str, queries: list[str], cfg: SearchConfig = SearchConfig
         raise UserError(f"--k {cfg.k}: must be at least 1")
     device = resolve_device(cfg.device)
     with Cache(cache_path) as cache:
-        encoder = query_encoder(cache, cfg.text_encoder, cfg.pooling, cfg.proj, str(device))
+        encoder = query_encoder(
+            cache,
+            cfg.text_encoder,
+            cfg.pooling,
+            cfg.proj,
+            str(device),
+            joint_model=cfg.joint_model,
+            trust=cfg.trust_checkpoint,
+        )
         ids = cache.audio_ids()
         audio = torch.from_numpy(cache.embeddings("audio")[:]).float()  # (Na, Da)
     q = encoder.encode(list(queries)).float()  # (Q, D)
@@ -81,7 +91,7 @@ def search(cache_path: str, queries: list[str], cfg: SearchConfig = SearchConfig
         from ..diffusion_head.checkpoint import load_head
         from ..diffusion_head.rerank import DiffusionScores
 
-        head = load_head(cfg.head)
+        head = load_head(cfg.head, trust=cfg.trust_checkpoint)
         if head.dim != q.shape[1]:
             raise UserError(f"{cfg.head}: a {head.dim}-d head for a {q.shape[1]}-d joint space")
         rerank = RerankConfig(topk=cfg.topk, compiled=False)

@@ -6,9 +6,11 @@ one cache (atomically, through the cache writer).
 """
 
 import os
+from dataclasses import replace
 
 from ..cache.importer import ClipNames, ImportConfig, ImportSummary, import_embeddings
 from .captions import read_captions
+from .text import model_digest
 
 
 def import_cache(
@@ -21,7 +23,13 @@ def import_cache(
     overwrite: bool = False,
     progress: bool = False,
 ) -> ImportSummary:
-    """Import `audio` and `text` into `out`; with `captions`, rows follow that file's clips."""
+    """Import `audio` and `text` into `out`; with `captions`, rows follow that file's clips.
+
+    A --text-encoder found here (a folder, or a name in the local Hugging Face cache) has its
+    weights' digest recorded, as extraction records it, so `diffatr search` may load it by the
+    name the cache records; one not found here is recorded without (search then asks for it)."""
+    if cfg.text_encoder and not cfg.text_encoder_sha256:
+        cfg = replace(cfg, text_encoder_sha256=model_digest(cfg.text_encoder) or "")
     names = None
     if captions is not None:
         table = read_captions(captions, None, caption_format)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..checkpoint_kinds import JOINT_KINDS, kind_of_blob
+from ..checkpoint_kinds import JOINT_KINDS, kind_of_blob, torch_load
 from ..checkpoints import file_sha256
 from ..device import resolve_device
 from ..errors import UserError
@@ -81,6 +81,7 @@ class AudioEncoderConfig:
     frames: bool = False  # also return frame features (T', 2048) per clip
     precision: str = "fp32"  # "fp32", "bf16" (autocast, CPU or CUDA) or "fp16" (CUDA only)
     device: str = "auto"  # "auto" = CUDA when present, else CPU
+    trust_checkpoint: bool = False  # --trust-checkpoint: allow a checkpoint that runs code
 
 
 @dataclass(frozen=True)
@@ -132,14 +133,12 @@ def build_model(encoder: str, classes_num: int = CLASSES_NUM) -> nn.Module:
     raise UserError(f"--audio-encoder {encoder!r}: choose one of {', '.join(AUDIO_ENCODERS)}")
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+def read_checkpoint(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:
     """The state dict inside a PANNs checkpoint file, which is only read.
 
-    First `torch.load(weights_only=True)`. The released PANNs files were pickled by old torch
-    together with training state (numpy arrays) outside the weights-only allow-list, so when
-    that refuses the file we deliberately load it again with `weights_only=False`. That runs the
-    file's pickle code, acceptable only because the user named this very file as the model to
-    run; use checkpoints from a source you trust."""
+    `torch.load(weights_only=True)`, with NumPy values allowed as data: the released PANNs files
+    keep training state as NumPy values beside the weights. A file that needs more (it would
+    run code when unpickled) is refused in one line unless `trust` (--trust-checkpoint)."""
     file = Path(path)
     fix = "pass --audio-checkpoint the released PANNs .pth (e.g. Cnn14_mAP=0.431.pth)"
     if not str(path):
@@ -149,12 +148,9 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     if not file.is_file():
         raise UserError(f"{file}: checkpoint is not a file; {fix}")
     try:
-        try:
-            ckpt = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as e:
-            if "weights_only" not in str(e) and "Weights only" not in str(e):
-                raise
-            ckpt = torch.load(file, map_location="cpu", weights_only=False)
+        ckpt = torch_load(file, trust)
+    except UserError:
+        raise
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{file}: not a PyTorch checkpoint ({first}); {fix}") from None
@@ -302,7 +298,7 @@ class AudioEncoder:
     @staticmethod
     def _trained_model(cfg: AudioEncoderConfig) -> nn.Module:
         """The network with the weights of the checkpoint file, checked against its kind."""
-        state = read_checkpoint(cfg.checkpoint)
+        state = read_checkpoint(cfg.checkpoint, cfg.trust_checkpoint)
         guess = guess_encoder(state)
         if guess not in (None, cfg.encoder):  # say so before building an 80M-parameter model
             raise UserError(
@@ -362,7 +358,7 @@ class AudioEncoder:
     def provenance(self) -> dict:
         """Keyword arguments for `CacheWriter.set_attrs("audio", ...)`."""
         settings = {
-            **asdict(self.cfg),
+            **{k: v for k, v in asdict(self.cfg).items() if k != "trust_checkpoint"},
             **MEL_SETTINGS,
             "device_type": self.device.type,
             "min_samples": MIN_SAMPLES,

@@ -53,8 +53,12 @@ from .text import TextEncoderConfig
 
 ENCODERS_HOOK = "DIFFATR_EXTRACT_ENCODERS"
 DTYPES = ("float32", "float16")
-# Settings a resumed run may change: they decide speed and placement, not the numbers.
-RESUMABLE_CHANGES = ("batch_size", "text_batch_size", "workers", "audio.device", "text.device")
+# Settings a resumed run may change: they decide speed, placement and whether a checkpoint
+# that runs code may be loaded (--trust-checkpoint), not the numbers.
+RESUMABLE_CHANGES = (
+    "batch_size", "text_batch_size", "workers", "audio.device", "text.device",
+    "audio.trust_checkpoint", "joint.trust_checkpoint",
+)  # fmt: skip
 _SPLITS = ("train", "development", "dev", "val", "valid", "validation", "test", "evaluation")
 _DATASETS = ("clotho", "audiocaps", "wavcaps", "macs")
 

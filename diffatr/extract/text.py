@@ -115,6 +115,15 @@ def _model_folder(name: str) -> Path | None:
         return None
 
 
+def model_digest(name: str) -> str | None:
+    """The digest extraction records for the model `name` (`_weights_sha256` of its folder, or
+    of its local Hugging Face cache snapshot), or None when it is not here or holds no weights."""
+    folder = _model_folder(name)
+    if folder is None or not folder.is_dir():
+        return None
+    return _weights_sha256(folder) or None
+
+
 class TextEncoder:
     """A frozen text encoder: `encode(captions)` -> (n, dim) float32 features in input order."""
 

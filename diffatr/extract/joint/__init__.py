@@ -10,7 +10,8 @@ transformers' ClapAudioEncoder), `audio` (CNN audio side), `text` (text side), `
 (caption clean-ups), one loader per kind: `wavcaps`, `audio_text_retrieval`, `clap`.
 
 Public:
-    load_joint_text_encoder(path, text_encoder=None, device="cpu", clean_captions=True)
+    load_joint_text_encoder(path, text_encoder=None, device="cpu", clean_captions=True,
+                            trust=False)
         -> an object whose `.encode(captions) -> (n, E)` float32 L2-normalised tensor is exactly
         what the extraction stores for those captions.
     joint_encoders(cfg: ExtractConfig) -> (audio encoder | None, text encoder | None), the
@@ -38,7 +39,7 @@ __all__ = [
 def load_joint(cfg: JointConfig, rt: Runtime) -> tuple:
     """(audio encoder | None, JointTextEncoder | None, provenance) of the joint model
     `cfg.model`, recognised from its content; each refusal is one UserError line."""
-    rec = recognise_joint(cfg.model)
+    rec = recognise_joint(cfg.model, cfg.trust_checkpoint)
     if rec.kind == "clap":
         from .clap import load_clap
 
@@ -58,11 +59,17 @@ def load_joint_text_encoder(
     text_encoder: str | None = None,
     device: str = "cpu",
     clean_captions: bool = True,
+    trust: bool = False,
 ) -> JointTextEncoder:
     """The text side of the joint model at `path`, for queries: `.encode(captions)` gives the
     (n, E) float32 L2-normalised vectors the extraction stores (same clean-up, tokenizer
-    settings, pooling and projection), on CPU."""
-    cfg = JointConfig(model=str(path), text_encoder=text_encoder, clean_captions=clean_captions)
+    settings, pooling and projection), on CPU. `trust`: --trust-checkpoint."""
+    cfg = JointConfig(
+        model=str(path),
+        text_encoder=text_encoder,
+        clean_captions=clean_captions,
+        trust_checkpoint=trust,
+    )
     _, text, _ = load_joint(cfg, Runtime(audio=False, text=True, text_device=device))
     return text
 

@@ -16,6 +16,7 @@ class JointConfig:
     model: str = ""  # --joint-model: a WavCaps / audio-text_retrieval checkpoint or a CLAP model
     text_encoder: str | None = None  # tokenizer + config source; None = the checkpoint's own
     clean_captions: bool = True  # the model's own caption clean-up (WavCaps, Mei et al.)
+    trust_checkpoint: bool = False  # --trust-checkpoint: allow a checkpoint that runs code
 
 
 @dataclass(frozen=True)
