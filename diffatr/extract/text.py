@@ -31,6 +31,7 @@ import torch
 
 from ..device import resolve_device
 from ..errors import UserError
+from .hf_quiet import quiet_transformers
 
 POOLINGS = ("cls", "mean")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -63,9 +64,10 @@ def _load(name: str):
 
     def load(local_only: bool):
         kw = {"local_files_only": local_only}
-        tokenizer = AutoTokenizer.from_pretrained(name, **kw)
-        model = AutoModel.from_pretrained(name, dtype=torch.float32, **kw)
-        return tokenizer, model
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(name, **kw)
+            model = AutoModel.from_pretrained(name, **kw)
+        return tokenizer, model.float()  # float32 whatever the saved dtype (no `dtype=` in 4.x)
 
     if os.path.isdir(name):
         try:
