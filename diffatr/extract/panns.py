@@ -45,6 +45,7 @@ from ..checkpoints import file_sha256
 from ..device import resolve_device
 from ..errors import UserError
 from ..progress import warn
+from ..torch_files import load_failure
 from .audio_io import SAMPLE_RATE
 from .resnet38 import ResNet38
 
@@ -156,8 +157,9 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
                 raise
             ckpt = torch.load(file, map_location="cpu", weights_only=False)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{file}: not a PyTorch checkpoint ({first}); {fix}") from None
+        raise UserError(
+            f"{file}: not a PyTorch checkpoint ({load_failure(file, e)}); {fix}"
+        ) from None
     kind = kind_of_blob(ckpt)
     if kind in JOINT_KINDS:
         raise UserError(
