@@ -47,6 +47,7 @@ from ..errors import UserError
 from ..progress import warn
 from ..torch_files import load_failure
 from .audio_io import SAMPLE_RATE
+from .bf16 import warn_if_emulated
 from .resnet38 import ResNet38
 
 AUDIO_ENCODERS = ("cnn14", "resnet38")
@@ -270,6 +271,7 @@ class AudioEncoder:
             and not torch.cuda.is_bf16_supported()
         ):
             raise UserError("--precision bf16: this GPU has no bfloat16 support; use fp16")
+        warn_if_emulated(cfg.precision, self.device.type)
         self.random_seed = random_weights_seed(cfg.checkpoint)
         if self.random_seed is None:
             model = self._trained_model(cfg)

@@ -31,6 +31,7 @@ import torch
 
 from ..device import resolve_device
 from ..errors import UserError
+from .bf16 import warn_if_emulated
 from .hf_quiet import quiet_transformers
 
 POOLINGS = ("cls", "mean")
@@ -134,6 +135,7 @@ class TextEncoder:
         bf16_cuda = cfg.precision == "bf16" and self.device.type == "cuda"
         if bf16_cuda and not torch.cuda.is_bf16_supported():
             raise UserError("--precision bf16: this GPU has no bfloat16; use fp16 or fp32")
+        warn_if_emulated(cfg.precision, self.device.type)
         self.tokenizer, model = _load(cfg.name)
         if getattr(model.config, "is_encoder_decoder", False):
             model = model.get_encoder()
