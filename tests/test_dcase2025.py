@@ -243,3 +243,34 @@ def test_predictions_at_full_precision_and_one_row_per_caption_text(tmp_path):
     back = np.array([[float(v) for v in r[1:]] for r in rows[1:]], dtype=np.float32)
     np.testing.assert_array_equal(back, S[:2].numpy())
     assert back[0, 0] < back[0, 1]  # 6 significant digits wrote both as 0.123457
+
+
+def test_report_ranks_against_the_relevance_sets(tmp_path):
+    """--report with --relevance: each listed caption's recorded rank is its best-ranked
+    relevant clip (what R@k uses), not its own clip's; unlisted captions are not queries."""
+    from diffatr.evaluate.cached import EvalConfig, evaluate_cache
+
+    rng = np.random.default_rng(5)
+    ids = [f"{i}.wav" for i in range(20)]
+    captions = [f"caption {j}" for j in range(12)]
+    audio = rng.standard_normal((20, 8)).astype(np.float32)
+    text = rng.standard_normal((12, 8)).astype(np.float32)
+    index = [j % 20 for j in range(12)]
+    index[11] = -1
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, dataset="d", split="eval", space="joint") as w:
+        w.add_audio(ids, audio)
+        w.add_text(captions, index, text)
+    sets = {1: {4, 9, 17}, 5: {0}, 11: {2, 3}, 7: {7, 12, 13, 14}}
+    lines = "".join(f'{captions[q]},"{[ids[c] for c in sorted(v)]}"\n' for q, v in sets.items())
+    rel = _write(tmp_path / "rel.csv", "query,audio_filenames\n" + lines)
+    cfg = EvalConfig(protocol="dcase2025", relevance=str(rel), per_query_top=3, max_elements=50)
+    result = evaluate_cache(cache, cfg)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    rows = as_rows(torch.from_numpy(unit(text) @ unit(audio).T))
+    want = np.zeros(12, np.int64)
+    for q, v in sets.items():
+        want[q] = oracle_best(rows[q], v)
+    np.testing.assert_array_equal(result.queries.t2a_rank, want)
+    assert result.metrics["t2a_R@1"] == pytest.approx(100 * np.mean(want[want > 0] <= 1))
+    assert result.metrics["t2a_R@5"] == pytest.approx(100 * np.mean(want[want > 0] <= 5))
