@@ -25,8 +25,9 @@ Notation: for a query q with relevant clips R_q and their 1-based ranks r_1 < r_
     mAP@16   = mean over queries;  R@k = % of queries with r_1 <= k.
 The sum is divided by m, the number of relevant clips, even when m > 16 (then AP@16 < 1 even
 for a perfect ranking): the baseline's scorer does exactly this (`average_precision_at_k` in
-`on_validation_epoch_end` of `d25_t6/retrieval_module.py`, CPJKU/dcase2025_task6_baseline:
-`ap / len(relevant_ranks)`, "Normalize by total number of relevant items"), not by min(m, 16)
+`on_validation_epoch_end` of `d25_t6/retrieval_module.py`, CPJKU/dcase2025_task6_baseline,
+read through its fork Marverlises/dcase2025_task6_baseline: `ap / len(relevant_ranks)`,
+"Normalize by total number of relevant items"), not by min(m, 16)
 as some AP@k definitions do. (The baseline logs it with k = 10; the task reports k = 16.)
 With one relevant clip (m = 1) AP@16 = 1/r if r <= 16 else 0, the usual single-target AP.
 Without a relevance file every captioned query's own clip is its one relevant clip.
