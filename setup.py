@@ -25,6 +25,9 @@ setup(
         "tqdm>=4.60",
         # Extraction: Hugging Face text encoders, the PANNs CNN14 definition, audio decoding
         # (libsndfile reads wav/flac/ogg/mp3) and soxr, a fast high-quality resampler.
+        # 4.40 to 5.x: the CLAP path calls the towers' submodules (the same names in both) and
+        # casts to float32 itself, rather than 5.x's `get_*_features(...).pooler_output` and
+        # `from_pretrained(dtype=...)`; only 5.x is installed by CI.
         "transformers>=4.40",
         "panns-inference>=0.1.1",
         "soundfile>=0.12",

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .torch_files import load_failure
 
 JOINT_KINDS = ("wavcaps", "audio_text_retrieval", "clap")
 HEAD_FORMATS = {
@@ -124,8 +125,9 @@ def load_torch_file(path: str | os.PathLike, *, trust: bool = False):
     except UserError:
         raise
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{file}: not a readable PyTorch checkpoint ({first[:160]})") from None
+        raise UserError(
+            f"{file}: not a readable PyTorch checkpoint ({load_failure(file, e)})"
+        ) from None
 
 
 def _state_kind(state: dict) -> str | None:

@@ -285,3 +285,41 @@ def test_seeds_evaluate_together_with_each_seeds_own_record(tmp_path, joint, mon
 
 def records(out) -> list[dict]:
     return json.loads((out / "strategy" / "results.json").read_text())["records"]
+
+
+def test_stacked_runs_record_their_own_seconds(tmp_path, joint, monkeypatch):
+    """Stacked training and evaluation: each run records its share of the shared work plus its
+    own, not the stack's total and not the time of the runs measured before it. A fake clock
+    (advanced by the patched work, never read from the machine) makes the seconds exact."""
+    import types
+
+    clock = types.SimpleNamespace(now=0.0)
+    monkeypatch.setattr(
+        runner_module, "time", types.SimpleNamespace(perf_counter=lambda: clock.now)
+    )
+
+    def costs(seconds, real):
+        def call(*a, **k):
+            clock.now += seconds
+            return real(*a, **k)
+
+        return call
+
+    monkeypatch.setattr(runner_module, "train_heads", costs(30.0, runner_module.train_heads))
+    monkeypatch.setattr(runner_module, "stacked_scores", costs(6.0, runner_module.stacked_scores))
+    monkeypatch.setattr(runner_module, "measure", costs(10.0, runner_module.measure))
+    finished = {}
+    real_finish = runner_module.Store.finish  # a staticmethod
+
+    def finish(folder, record):
+        finished[folder.name] = dict(record)
+        return real_finish(folder, record)
+
+    monkeypatch.setattr(runner_module.Store, "finish", staticmethod(finish))
+    cfg = replace(FAST, baselines=(), stack_heads=True)
+    Ablation(tmp_path, cfg, echo=lambda _: None).run(["strategy"], [joint])
+    heads = {k: v for k, v in finished.items() if k.startswith("head-")}
+    assert len(heads) == 2 and all(r["seconds"] == 15.0 for r in heads.values()), heads
+    assert all(r["stacked_seconds"] == 30.0 for r in heads.values())
+    evals = [r["seconds"] for k, r in finished.items() if k.startswith("eval-diffatr")]
+    assert evals and all(s == 6.0 / 2 + 10.0 for s in evals), evals

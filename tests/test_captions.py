@@ -368,3 +368,21 @@ def test_wavcaps_json_finds_flac_by_id(tmp_path):
 def test_broken_json_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not valid JSON"):
         read_captions(write(tmp_path, "m.json", '{"data": [\n{"id": 1,,}\n'))
+
+
+@pytest.mark.parametrize("head", [b"OggS\x00\x02\x00\x00", b"\x89PNG\r\n\x1a\n\x00\x00"])
+def test_a_binary_file_is_refused_in_printable_words(tmp_path, head):
+    """An .ogg given as CAPTIONS put ~600 bytes of binary into the error before."""
+    path = tmp_path / "clip.ogg"
+    path.write_bytes(head + bytes(range(256)) * 4 + b"\n,\xff\xfe" * 50)
+    with pytest.raises(UserError) as e:
+        read_captions(path)
+    msg = str(e.value)
+    assert "looks like a binary file" in msg and msg.isprintable() and len(msg) < 300, msg
+    assert ("audio file?" in msg) == head.startswith(b"OggS")
+
+
+def test_utf16_text_is_not_taken_for_binary(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_bytes("file_name,caption_1\na.wav,a dog\n".encode("utf-16"))
+    assert read_captions(path).clips[0].captions == ("a dog",)

@@ -85,6 +85,40 @@ def test_loss_falls_back_on_a_compile_failure_without_doubled_gradients(backend,
         torch.testing.assert_close(leaf.grad, g)  # once, not the failed try's plus the eager one
 
 
+def test_a_backward_failing_after_some_gradients_are_written_is_redone_from_clean(monkeypatch):
+    """A graph broken into pieces compiles each piece's backward when it runs: a later piece
+    can fail (a compilation failure) after an earlier piece has added its gradients. The eager
+    redo starts from the gradients as they were, so each counts once."""
+    import torch._dynamo.exc as dynamo_exc
+
+    class FailsToCompileBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            raise dynamo_exc.Unsupported("backward graph of a later piece (simulated)")
+
+    def broken_graph(P, *rest):
+        first = next(p for p in P.values() if p.requires_grad)
+        late = FailsToCompileBackward.apply(first.sum())  # made first: its backward runs last
+        return stacked_mod.group_losses(P, *rest) + 0 * late  # these gradients land first
+
+    nets, args = loss_inputs()
+    want, want_grads = eager_reference(nets, args)
+    monkeypatch.setattr(stacked_mod, "_COMPILED", [broken_graph])
+    fn = stacked_mod.CompiledLoss(batch_size=4)
+    pair = stacked_mod.StackedPair(copy.deepcopy(nets))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = fn.losses_and_grads(pair.params, pair.step_table, *args)
+    assert len(fallbacks(caught)) == 1 and not fn.enabled
+    torch.testing.assert_close(got, want)
+    for leaf, g in zip(pair.leaves, want_grads, strict=True):
+        torch.testing.assert_close(leaf.grad, g)  # not the failed try's plus the eager one
+
+
 def test_loss_lets_a_runtime_error_of_compiled_code_propagate(monkeypatch):
     nets, args = loss_inputs()
     crashing = torch.compile(stacked_mod.group_losses, backend=crashes_when_run)

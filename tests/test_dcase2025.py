@@ -86,6 +86,37 @@ def test_one_relevant_clip_reduces_to_one_over_rank():
     assert rel.n_queries == 28 and rel.clips.tolist() == index[index >= 0].tolist()
 
 
+def naive_ap16_by_m(scores: list[float], relevant: set[int]) -> float:
+    """AP@16 as the baseline's scorer computes it (CPJKU/dcase2025_task6_baseline,
+    `average_precision_at_k`): 0-based ranks of the relevant clips, sorted; add i / (rank + 1)
+    while rank < 16; divide by the number of relevant clips m, however many there are."""
+    order = oracle_order(scores)
+    ranks = sorted(order.index(c) for c in relevant)  # 0-based
+    ap = 0.0
+    for i, rank in enumerate(ranks, start=1):
+        if rank >= 16:
+            break
+        ap += i / (rank + 1)
+    return ap / len(ranks)
+
+
+def test_map16_divides_by_m_when_more_than_16_clips_are_relevant():
+    """m > 16: even a perfect ranking scores 16/m, as the baseline's scorer gives; normalising
+    by min(m, 16) would give 1."""
+    g = torch.Generator().manual_seed(7)
+    S = torch.randn(3, 60, generator=g)
+    perfect = {c: float(60 - i) for i, c in enumerate(range(0, 40, 2))}  # 20 clips on top
+    S[0] = torch.tensor([perfect.get(c, -1.0 - c / 100) for c in range(60)])
+    sets = {0: set(range(0, 40, 2)), 1: set(range(5, 30)), 2: {3, *range(40, 57)}}
+    assert all(len(v) > 16 for v in sets.values())
+    got = dcase2025_protocol(DenseScores(S), torch.full((3,), -1), _relevance(sets))
+    rows = as_rows(S)
+    want = [naive_ap16_by_m(rows[q], sets[q]) for q in sorted(sets)]
+    assert want[0] == pytest.approx(16 / 20)
+    assert got["t2a_mAP@16"] == pytest.approx(100 * np.mean(want), abs=1e-9)
+    assert [oracle_ap(rows[q], sets[q]) for q in sorted(sets)] == pytest.approx(want)
+
+
 def test_map16_counts_only_ranks_up_to_16():
     S = torch.arange(20, 0, -1, dtype=torch.float32)[None]  # clip c has rank c + 1
     rel = _relevance({0: {1, 16, 17}})  # ranks 2, 17, 18: only the first counts
@@ -118,13 +149,22 @@ def test_read_relevance(tmp_path):
     assert rel.clips.tolist() == [1, 2, 0]
 
 
+def test_a_query_listed_twice_counts_twice_as_in_the_baseline(tmp_path):
+    """The baseline scores every row of its relevance file and averages over rows."""
+    f = _write(tmp_path / "rel.csv", "query,audio_filenames\nwind,['a.wav']\nwind,['c d.wav']\n")
+    rel = read_relevance(f, CAPTIONS, IDS)
+    assert rel.rows.tolist() == [2, 2] and rel.clips.tolist() == [0, 2]
+    S = torch.tensor([[0.0, 0, 0], [0, 0, 0], [0.9, 0.1, 0.5], [0, 0, 0]])
+    got = dcase2025_protocol(DenseScores(S), torch.full((4,), -1), rel)
+    assert got["t2a_mAP@16"] == pytest.approx(100 * (1 / 1 + 1 / 2) / 2)
+
+
 @pytest.mark.parametrize(
     "body, message",
     [
         ("q,files\nwind,a.wav\n", "needs the columns query,audio_filenames"),
         ("query,audio_filenames\nsnow,a.wav\n", ":2: query 'snow' is not a caption"),
         ("query,audio_filenames\nwind,\"['x.wav']\"\n", ":2: clip 'x.wav' is not a clip"),
-        ("query,audio_filenames\nwind,a.wav\nwind,b.wav\n", ":3: query 'wind' is listed twice"),
         ("query,audio_filenames\nwind,\"['a.wav'\"\n", "is not a list literal"),
         ("query,audio_filenames\nwind,[]\n", "has no relevant clip"),
         ("query,audio_filenames\n", "lists no query"),
@@ -167,6 +207,7 @@ def test_evaluate_cli_with_relevance_and_predictions(tmp_path):
     assert rows[0] == ["index", *IDS]
     assert [r[0] for r in rows[1:]] == CAPTIONS
     np.testing.assert_allclose(np.array([r[1:] for r in rows[1:]], float), cos, atol=1e-5)
+    assert any(len(v.split(".")[-1]) > 6 for r in rows[1:] for v in r[1:])  # not 6 digits
     bad = CliRunner().invoke(main, ["evaluate", str(cache), "--relevance", str(rel)])
     assert bad.exit_code == 2 and "--relevance only applies with --protocol dcase2025" in bad.output
 
@@ -183,3 +224,53 @@ def test_ablation_measure_and_table_know_dcase2025():
     rows = [{"train": "d", "test": "d", "row": "K=10", "system": "cosine", "seed": 0, **record}]
     text = format_ablation("steps", summarise(rows), "dcase2025")
     assert "DCASE 2025 Task 6 protocol (mAP@16)" in text
+
+
+def test_predictions_at_full_precision_and_one_row_per_caption_text(tmp_path):
+    """Scores read back as the very float32s (so near-ties keep their order), and a repeated
+    caption text is one row, at its first caption, as the baseline's predict.py writes."""
+    from diffatr.evaluate.dcase2025 import write_predictions
+
+    S = torch.tensor(
+        [[0.1234567, 0.1234568, 1e-30], [0.5, 0.25, -0.75], [9.0, 9.0, 9.0]], dtype=torch.float32
+    )
+    captions = ["a dog", "rain", "a dog"]
+    pred = tmp_path / "p.csv"
+    write_predictions(pred, DenseScores(S), captions, ["x.wav", "y.wav", "z.wav"])
+    with open(pred, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert [r[0] for r in rows[1:]] == ["a dog", "rain"]
+    back = np.array([[float(v) for v in r[1:]] for r in rows[1:]], dtype=np.float32)
+    np.testing.assert_array_equal(back, S[:2].numpy())
+    assert back[0, 0] < back[0, 1]  # 6 significant digits wrote both as 0.123457
+
+
+def test_report_ranks_against_the_relevance_sets(tmp_path):
+    """--report with --relevance: each listed caption's recorded rank is its best-ranked
+    relevant clip (what R@k uses), not its own clip's; unlisted captions are not queries."""
+    from diffatr.evaluate.cached import EvalConfig, evaluate_cache
+
+    rng = np.random.default_rng(5)
+    ids = [f"{i}.wav" for i in range(20)]
+    captions = [f"caption {j}" for j in range(12)]
+    audio = rng.standard_normal((20, 8)).astype(np.float32)
+    text = rng.standard_normal((12, 8)).astype(np.float32)
+    index = [j % 20 for j in range(12)]
+    index[11] = -1
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, dataset="d", split="eval", space="joint") as w:
+        w.add_audio(ids, audio)
+        w.add_text(captions, index, text)
+    sets = {1: {4, 9, 17}, 5: {0}, 11: {2, 3}, 7: {7, 12, 13, 14}}
+    lines = "".join(f'{captions[q]},"{[ids[c] for c in sorted(v)]}"\n' for q, v in sets.items())
+    rel = _write(tmp_path / "rel.csv", "query,audio_filenames\n" + lines)
+    cfg = EvalConfig(protocol="dcase2025", relevance=str(rel), per_query_top=3, max_elements=50)
+    result = evaluate_cache(cache, cfg)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    rows = as_rows(torch.from_numpy(unit(text) @ unit(audio).T))
+    want = np.zeros(12, np.int64)
+    for q, v in sets.items():
+        want[q] = oracle_best(rows[q], v)
+    np.testing.assert_array_equal(result.queries.t2a_rank, want)
+    assert result.metrics["t2a_R@1"] == pytest.approx(100 * np.mean(want[want > 0] <= 1))
+    assert result.metrics["t2a_R@5"] == pytest.approx(100 * np.mean(want[want > 0] <= 5))

@@ -99,6 +99,6 @@ def test_extract_command_with_cnn14_and_bert(models, tmp_path, monkeypatch):
         assert audio_attrs["checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
         assert audio_attrs["settings"]["precision"] == "fp32"
         assert cache.side_attrs("text")["feature_kind"] == "cls"
-    assert (attrs["dataset"], attrs["split"]) == ("clotho", "evaluation")
+    assert (attrs["dataset"], attrs["split"]) == ("", "evaluation")  # not proven by the format
     assert json.loads(attrs["skipped_clips"])[0]["clip_id"] == "missing.wav"
     assert attrs["skipped_captions"] == 2

@@ -97,7 +97,7 @@ def test_cache_equals_each_clip_and_caption_encoded_alone(data, tmp_path, worker
     assert all(s["reason"] for s in skipped)
     assert attrs["skipped_captions"] == 9
     assert attrs["embedding_space"] == "backbone"
-    assert (attrs["dataset"], attrs["split"]) == ("clotho", "test")
+    assert (attrs["dataset"], attrs["split"]) == ("", "test")  # Clotho's layout is generic
     assert attrs["caption_format"] == "clotho" and attrs["caption_encoding"].startswith("utf-8")
     assert json.loads(attrs["extract_config"])["audio"]["feature"] == "pre_fc1"
     assert len(attrs["captions_sha256"]) == 64
@@ -191,13 +191,13 @@ def test_length_buckets_against_a_naive_grouping():
 @pytest.mark.parametrize(
     ("path", "fmt", "names"),
     [
-        ("/data/clotho/test.csv", "clotho", ("clotho", "test")),
-        ("/x/clotho_csv_files/clotho_captions_evaluation.csv", "clotho", ("clotho", "evaluation")),
-        ("/d/audiocaps/mei_val.csv", "audiocaps_mei", ("audiocaps", "val")),
-        ("/d/stuff/train.csv", "audiocaps", ("audiocaps", "train")),
-        ("/d/mine/list.jsonl", "manifest", ("mine", "list")),
-        ("/d/sound_effects/captions_test.csv", "clotho", ("sound_effects", "test")),
-        ("/d/x/wavcaps_as.json", "wavcaps", ("wavcaps", "wavcaps_as")),
+        ("/data/clotho/test.csv", "clotho", ("", "test")),  # a path proves nothing
+        ("/x/clotho_csv_files/clotho_captions_evaluation.csv", "clotho", ("", "evaluation")),
+        ("/d/audiocaps/mei_val.csv", "audiocaps_mei", ("", "val")),  # file_name,caption: generic
+        ("/d/stuff/train.csv", "audiocaps", ("audiocaps", "train")),  # AudioCaps' own header
+        ("/d/mine/list.jsonl", "manifest", ("", "list")),
+        ("/d/sound_effects/captions_test.csv", "clotho", ("", "test")),
+        ("/d/x/wavcaps_as.json", "wavcaps", ("wavcaps", "wavcaps_as")),  # WavCaps' own JSON
     ],
 )
 def test_guess_names(path, fmt, names):

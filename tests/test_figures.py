@@ -87,3 +87,32 @@ def test_parse_figure_query() -> None:
     for bad in ("last", "-1", ""):
         with pytest.raises(UserError, match="--figure-query"):
             figures.parse_figure_query(bad)
+
+
+def test_the_title_states_the_outcome_measured(case, tmp_path, monkeypatch) -> None:
+    """No "success" in the title: the true clip's final probability, rank and margin."""
+    drawn = {}
+    monkeypatch.setattr(
+        figures, "plot_diffusion_process", lambda *a: drawn.update(probs=a[0], title=a[4])
+    )
+    split, head, *_ = case
+    figures.diffusion_figure(
+        head, split.text, split.audio, split.audio_index, TOPK, SEED, tmp_path / "f.png"
+    )
+    _, true, *_ = choose(case, "first-improved")
+    final = drawn["probs"][-1]
+    assert "success" not in drawn["title"]
+    assert f"true clip p = {final[true]:.3g}, rank 1 of {TOPK}" in drawn["title"]
+    margin = final[true] - max(v for i, v in enumerate(final) if i != true)
+    assert f"margin {margin:+.3g}" in drawn["title"]
+
+
+def test_outcome_of_a_nearly_uniform_end() -> None:
+    import torch
+
+    p = torch.tensor([0.2502, 0.2499, 0.2500, 0.2499])
+    said = figures.outcome(p, 0)
+    assert said.startswith("final: true clip p = 0.25, rank 1 of 4, margin +0.0002")
+    assert "uniform would be 0.25 (true clip at 1.00x uniform)" in said
+    assert "rank 3 of 4" in figures.outcome(torch.tensor([0.5, 0.3, 0.1, 0.1]), 2)
+    assert "not among the 4 candidates" in figures.outcome(p, None)

@@ -99,7 +99,7 @@ def test_checkpoint_is_a_plain_dict_with_its_config(trained) -> None:
     score = [sum(row[k] for k in SELECT_ON) for row in history]
     assert blob["epoch"] == 1 + int(np.argmax(score))
     logged = history[blob["epoch"] - 1]
-    assert blob["val_metrics"] == {k: v for k, v in logged.items() if "_" in k}
+    assert blob["val_metrics"] == {k: v for k, v in logged.items() if "_" in k and " " not in k}
     assert set(blob["val_metrics"]) >= set(SELECT_ON) | {"t2a_mAP@10", "a2t_medR"}
     assert not list(out.parent.glob("*.partial"))
 
@@ -335,3 +335,46 @@ def test_several_heads_stack_by_default_on_cuda_only(caches, tmp_path, monkeypat
     alone = train_head(caches["train"], caches["val"], tmp_path / "alone1.pt", jobs[1].cfg,
                        jobs[1].rerank, False, lambda _: None)  # fmt: skip
     assert_same_weights(got[1], alone)
+
+
+def test_a_head_that_changes_no_ranking_is_said_to_have_learned_nothing(
+    caches, tmp_path, capsys, monkeypatch
+) -> None:
+    """Validation metrics equal to cosine's at every epoch (seen on 81 training pairs): the log
+    says so with the usual causes, the history counts the differing metrics per epoch (0), and
+    the checkpoint carries the warning. The re-ranking is replaced by cosine itself here, the
+    sure way to a head that changes nothing."""
+    from diffatr.evaluate import CosineScores
+
+    monkeypatch.setattr(train_module, "DiffusionScores", lambda t, a, *_: CosineScores(t, a))
+    head = train(caches, tmp_path / "flat.pt", epochs=2)
+    err = capsys.readouterr().err
+    assert "equal cosine's at every epoch (2)" in err and "too few training pairs" in err
+    assert [row["unlike cosine"] for row in head.meta["history"]] == [0, 0]
+    blob = torch.load(tmp_path / "flat.pt", map_location="cpu", weights_only=True)
+    assert "learned nothing" in blob["warning"]
+    assert "unlike cosine" not in blob["val_metrics"]
+
+
+def test_a_head_that_moves_rankings_is_not_warned_about(trained) -> None:
+    head, _ = trained
+    assert any(row["unlike cosine"] > 0 for row in head.meta["history"])
+    assert "warning" not in head.meta
+
+
+def test_the_best_epoch_snapshot_copies_only_the_heads_rows() -> None:
+    """Stacked heads' parameters are views of one tensor of every head; the snapshot of one
+    head holds its own elements only (a deepcopy held the whole stack: 6x for three heads)."""
+    from diffatr.diffusion_head.denoiser import Denoiser
+    from diffatr.diffusion_head.stacked import StackedPair
+    from diffatr.diffusion_head.train import snapshot
+
+    nets = [Denoiser(D, max_steps=10) for _ in range(3)]
+    StackedPair(nets)
+    for name, p in nets[1].named_parameters():
+        assert p.untyped_storage().nbytes() > p.numel() * p.element_size(), name  # a view
+    copy = snapshot(nets[1])
+    own = sum(p.numel() * p.element_size() for p in nets[1].parameters())
+    assert sum(t.untyped_storage().nbytes() for t in copy.values()) == own
+    for name, p in nets[1].named_parameters():
+        assert torch.equal(copy[name], p)

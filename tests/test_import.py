@@ -314,3 +314,29 @@ def test_npz_with_one_matrix_or_several(tmp_path):
         out2,
         "two.npz: holds 2 2-D arrays (a, b)",
     )
+
+
+def test_an_imported_cache_verifies_with_its_missing_sample_rate_said_expected(tmp_path):
+    """The README's own import (npy + a caption file) has no sample rate to record: `cache
+    verify` says that is expected for an import, not a bare provenance warning; a cache that
+    was not imported keeps the plain warning."""
+    import h5py
+
+    from diffatr.cache import verify
+
+    rng = np.random.default_rng(4)
+    np.save(tmp_path / "a.npy", rng.standard_normal((3, 4)).astype(np.float32))
+    np.save(tmp_path / "t.npy", rng.standard_normal((6, 4)).astype(np.float32))
+    out = tmp_path / "c.h5"
+    args = ["--audio", tmp_path / "a.npy", "--text", tmp_path / "t.npy"]
+    assert _cli(out, *args, "--captions", _clotho(tmp_path / "caps.csv")).exit_code == 0
+    report = verify(out)
+    assert report.ok and report.warnings == [
+        "/audio lacks provenance attributes: sample_rate (expected for an imported cache: "
+        "its source did not record them)"
+    ]
+    made = tmp_path / "made.h5"
+    _make(made)
+    with h5py.File(made, "a") as f:
+        del f["audio"].attrs["sample_rate"]
+    assert "/audio lacks provenance attributes: sample_rate" in verify(made).warnings

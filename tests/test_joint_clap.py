@@ -182,3 +182,100 @@ def test_a_hub_name_in_the_local_cache(clap, tmp_path, monkeypatch):
     torch.testing.assert_close(text.encode(CAPTIONS), want)
     with pytest.raises(UserError, match="no model of that name in the local Hugging Face cache"):
         recognise_joint("someone/absent-clap")
+
+
+def _mismatched(folder, truncation: str):
+    """The same model with its extractor's `truncation` set to `truncation` (what a user gets
+    saving a fused extractor beside an unfused model, or the reverse)."""
+    import shutil
+
+    other = folder.parent / f"{folder.name}_{truncation}"
+    shutil.copytree(folder, other)
+    for name in ("preprocessor_config.json", "processor_config.json"):  # 4.x / 5.x layouts
+        path = other / name
+        if path.is_file():
+            conf = json.loads(path.read_text())
+            conf.get("feature_extractor", conf)["truncation"] = truncation
+            path.write_text(json.dumps(conf))
+    return other
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_an_extractor_whose_truncation_disagrees_with_the_model_is_matched(tmp_path, fused):
+    """transformers itself fails on such a folder (`expected input[1, 4, ...] to have 1
+    channels`); ours feeds the model the shape it takes: the vectors equal those
+    of the same model with the matching extractor."""
+    from transformers import ClapModel, ClapProcessor
+
+    folder = _clap_folder(tmp_path, fused=fused)
+    wrong = _mismatched(folder, "rand_trunc" if fused else "fusion")
+    processor = ClapProcessor.from_pretrained(wrong)
+    assert (processor.feature_extractor.truncation == "fusion") != fused  # the trap is set
+    wave = 0.1 * torch.randn(RATE // 2, generator=torch.Generator().manual_seed(3)).numpy()
+    inputs = processor(audio=wave, sampling_rate=RATE, return_tensors="pt")
+    if not fused:  # transformers' own pipeline fails on it (4 channels for a 1-channel model)
+        with pytest.raises(RuntimeError, match="channels"), torch.no_grad():
+            ClapModel.from_pretrained(wrong).eval().get_audio_features(**inputs)
+    right, _, _ = load_joint(JointConfig(model=str(folder)), Runtime(text=False))
+    audio, _, _ = load_joint(JointConfig(model=str(wrong)), Runtime(text=False))
+    torch.testing.assert_close(audio.features(wave[None]), right.features(wave[None]))
+    assert ClapProcessor.from_pretrained(wrong).feature_extractor.truncation != (
+        "fusion" if fused else "rand_trunc"
+    )  # the folder is left as it was
+
+
+def test_text_encoder_option_is_refused_for_clap(clap, tmp_path):
+    """A CLAP folder carries its tokenizer; `search --text-encoder` on a CLAP cache used to
+    swap in another tokenizer silently (the report still named only the CLAP model)."""
+    with pytest.raises(UserError, match="brings its own tokenizer and text model"):
+        load_joint_text_encoder(str(clap), text_encoder=str(tmp_path))
+    write_clips(tmp_path / "audio", {"a.wav": 0.5, "b.wav": 0.5}, rate=RATE)
+    captions = tmp_path / "c.csv"
+    captions.write_text("file_name,caption\na.wav,a dog barks\nb.wav,birds\n")
+    out = tmp_path / "clap.h5"
+    cmd = ["extract", str(captions), "--audio-dir", str(tmp_path / "audio"), "--out", str(out),
+           "--joint-model", str(clap), "--workers", "0"]  # fmt: skip
+    assert CliRunner().invoke(main, cmd).exit_code == 0
+    ok = CliRunner().invoke(main, ["search", str(out), "a dog"])
+    assert ok.exit_code == 0, ok.output
+    result = CliRunner().invoke(main, ["search", str(out), "a dog", "--text-encoder", str(clap)])
+    assert result.exit_code == 1 and "drop --text-encoder" in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_towers_as_called_equal_get_features(clap):
+    """The towers are called through their submodules (valid in transformers 4.40 to 5.x);
+    that equals this transformers' own get_*_features."""
+    from transformers import ClapModel, ClapProcessor
+
+    audio, text, _ = load_joint(JointConfig(model=str(clap)), Runtime())
+    processor = ClapProcessor.from_pretrained(clap)
+    model = ClapModel.from_pretrained(clap).eval()
+    wave = 0.1 * torch.randn(RATE, generator=torch.Generator().manual_seed(4)).numpy()
+    inputs = processor(audio=wave, sampling_rate=RATE, return_tensors="pt")
+    with torch.no_grad():
+        want = model.get_audio_features(**inputs)
+        want_t = model.get_text_features(
+            **processor(text=CAPTIONS, padding=True, return_tensors="pt")
+        )
+    want = getattr(want, "pooler_output", want)  # a tensor in 4.x, an output in 5.x
+    want_t = getattr(want_t, "pooler_output", want_t)
+    torch.testing.assert_close(audio.features(wave[None]), want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(text.encode(CAPTIONS), want_t, atol=1e-5, rtol=0)
+
+
+def test_loading_draws_no_transformers_bar_and_restores_the_switch(clap, capfd):
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.is_progress_bar_enabled()
+    capfd.readouterr()
+    load_joint(JointConfig(model=str(clap)), Runtime())
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err, err
+    assert hf_logging.is_progress_bar_enabled() == before
+    hf_logging.disable_progress_bar()
+    try:
+        load_joint(JointConfig(model=str(clap)), Runtime())
+        assert not hf_logging.is_progress_bar_enabled()  # a user's own setting kept
+    finally:
+        hf_logging.enable_progress_bar() if before else None

@@ -1,7 +1,19 @@
-"""WavCaps HTSAT checkpoints: the Swin weights under HTSAT's names (fused qkv, norm1/norm2,
-mlp.fc1/fc2, attn.proj, bn0, plus an attn_mask buffer and the tagging head) are mapped onto
-transformers' ClapAudioEncoder; the vectors equal ClapAudioEncoder run directly on the torchlibrosa
-log-mel, projected and normalised by plain formulas; clips over 10.23 s follow the window rule."""
+"""WavCaps HTSAT checkpoints mapped onto transformers' ClapAudioEncoder.
+
+What each test checks, and against what:
+- test_a_swin_block_equals_a_hand_written_htsat_block: the key mapping and the function, against
+  an independent reference: one Swin block written here by hand from HTSAT's own names and
+  formula (LayerNorm, fused qkv split as [q; k; v], scaled dot product plus the relative
+  position bias, proj, residual, LayerNorm, fc1-GELU-fc2, residual), run on the HTSAT-named
+  weights, against the ClapAudioEncoder block loaded through `to_clap_names`.
+- test_htsat_equals_clap_audio_encoder: the whole pipeline (checkpoint reading, torchlibrosa
+  front end, renaming, projection, normalisation) against ClapAudioEncoder run directly on the
+  same weights. Its oracle is the same transformers module the extraction uses, so it does not
+  test that ClapAudioEncoder computes HTSAT (the hand-written block does that for one block, and
+  joint-models.md records the reading of their code); it tests that nothing between the
+  checkpoint and that module changes the weights or the input (the inverse renaming below is
+  written out independently of `to_clap_names`).
+- test_htsat_long_clips_use_windows: clips over 10.23 s follow the window rule."""
 
 import numpy as np
 import pytest
@@ -112,3 +124,58 @@ def test_htsat_long_clips_use_windows(htsat):
     parts = oracle(torch.cat([wave[:, :w], wave[:, -w:]]))
     want = parts.mean(axis=0)
     np.testing.assert_allclose(got[0], want / np.linalg.norm(want), atol=2e-5)
+
+
+def test_a_swin_block_equals_a_hand_written_htsat_block():
+    from transformers import ClapAudioConfig
+    from transformers.models.clap.modeling_clap import ClapAudioLayer
+
+    from diffatr.extract.joint.htsat import to_clap_names
+
+    ws, C, heads, B = 4, 8, 2, 3
+    N, d = ws * ws, C // heads
+    g = torch.Generator().manual_seed(11)
+
+    def rand(*shape, scale=0.3):
+        return scale * torch.randn(*shape, generator=g)
+
+    yx = [(y, x) for y in range(ws) for x in range(ws)]  # token order: row-major in the window
+    index = torch.tensor(
+        [[(yi - yj + ws - 1) * (2 * ws - 1) + (xi - xj + ws - 1) for yj, xj in yx] for yi, xi in yx]
+    )  # Swin's relative position index, (N, N)
+    prefix = "layers.0.blocks.0."
+    theirs = {  # HTSAT's names (their SwinTransformerBlock / WindowAttention)
+        "norm1.weight": 1 + rand(C), "norm1.bias": rand(C),
+        "attn.qkv.weight": rand(3 * C, C), "attn.qkv.bias": rand(3 * C),
+        "attn.relative_position_bias_table": rand((2 * ws - 1) ** 2, heads),
+        "attn.relative_position_index": index,
+        "attn.proj.weight": rand(C, C), "attn.proj.bias": rand(C),
+        "norm2.weight": 1 + rand(C), "norm2.bias": rand(C),
+        "mlp.fc1.weight": rand(4 * C, C), "mlp.fc1.bias": rand(4 * C),
+        "mlp.fc2.weight": rand(C, 4 * C), "mlp.fc2.bias": rand(C),
+    }  # fmt: skip
+    x = torch.randn(B, N, C, generator=g)  # one window of ws x ws tokens per clip
+
+    def ln(t, w, b):
+        mu = t.mean(-1, keepdim=True)
+        var = ((t - mu) ** 2).mean(-1, keepdim=True)
+        return (t - mu) / torch.sqrt(var + 1e-5) * w + b
+
+    w = theirs
+    h = ln(x, w["norm1.weight"], w["norm1.bias"])
+    qkv = (h @ w["attn.qkv.weight"].T + w["attn.qkv.bias"]).view(B, N, 3, heads, d)
+    q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # (B, heads, N, d) each
+    bias = w["attn.relative_position_bias_table"][index.view(-1)].view(N, N, heads)
+    a = torch.softmax((q * d**-0.5) @ k.transpose(-1, -2) + bias.permute(2, 0, 1), dim=-1)
+    o = (a @ v).transpose(1, 2).reshape(B, N, C) @ w["attn.proj.weight"].T + w["attn.proj.bias"]
+    x1 = x + o
+    m = ln(x1, w["norm2.weight"], w["norm2.bias"]) @ w["mlp.fc1.weight"].T + w["mlp.fc1.bias"]
+    want = x1 + torch.nn.functional.gelu(m) @ w["mlp.fc2.weight"].T + w["mlp.fc2.bias"]
+
+    config = ClapAudioConfig(window_size=ws, hidden_act="gelu")
+    block = ClapAudioLayer(config, C, (ws, ws), heads).eval()
+    mapped = to_clap_names({prefix + k: v for k, v in theirs.items()})
+    block.load_state_dict({k[len(prefix) :]: v for k, v in mapped.items()}, strict=True)
+    with torch.no_grad():
+        got = block(x, (ws, ws))[0]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -135,8 +135,20 @@ def _check_side(h5: h5py.File, side: str, report: Report) -> int | None:
     _check_sequences(group, side, n, report)
     missing = [a for a in PROVENANCE_ATTRS[side] if a not in group.attrs]
     if missing:
-        report.warnings.append(f"/{side} lacks provenance attributes: {', '.join(missing)}")
+        why = (
+            " (expected for an imported cache: its source did not record them)"
+            if _imported(group)
+            else ""
+        )
+        report.warnings.append(f"/{side} lacks provenance attributes: {', '.join(missing)}{why}")
     return n if ok else None
+
+
+def _imported(group: h5py.Group) -> bool:
+    """Whether `cache import` made this side (it names itself in encoder or settings): such a
+    side cannot know what its source never recorded (the audio's sample rate, say)."""
+    settings = str(group.attrs.get("settings", ""))
+    return str(group.attrs.get("encoder", "")) == "imported" or '"imported_from"' in settings
 
 
 def _check_matrix(ds, where: str, n: int | None, report: Report) -> bool:

@@ -128,7 +128,9 @@ from .options import CACHE, given, trust_checkpoint_option
     "clip ids go in the caption_clip_ids attribute.",
 )
 @click.option(
-    "--dataset", default="", help="Dataset name to record [default: from CAPTIONS' path]."
+    "--dataset",
+    default="",
+    help="Dataset name to record [default: what CAPTIONS' format proves, else none].",
 )
 @click.option("--split", default="", help="Split name to record [default: from CAPTIONS' name].")
 @click.option(

@@ -208,9 +208,14 @@ class CompiledLoss:
         """Every group's loss (G,), detached, with the gradients of their sum in P's leaves.
 
         A compilation failure of the forward or of the backward graph (compiled at its first
-        use) happens before any gradient is written: the step is then redone eagerly."""
+        use) makes the step be redone eagerly. The leaves' gradients are first put back as they
+        were: a graph broken into pieces compiles each piece's backward when it runs, so a
+        later piece can fail after an earlier one has added its gradients (twice counted)."""
         args = (P, step_table, query, cand, k, eps, abar, logit_scale)
         if self._compiles(query):
+            leaves = [p for p in P.values() if p.requires_grad]
+            # None in training (the optimiser clears them); a caller's own are kept by value
+            before = [None if p.grad is None else p.grad.clone() for p in leaves]
             try:
                 losses = self._fn(*args)
                 losses.sum().backward()
@@ -220,6 +225,8 @@ class CompiledLoss:
                     raise
                 warn_fallback(exc, "eager training")
                 self.enabled = False
+                for p, grad in zip(leaves, before, strict=True):
+                    p.grad = grad
         losses = group_losses(*args)
         losses.sum().backward()
         return losses.detach()

@@ -8,7 +8,6 @@ per batch (`trainer.py`: the loss, AdamW, the schedule, the EMA), then validates
 the best epoch's are saved.
 """
 
-import copy
 import math
 import os
 import time
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from ..cache import Cache, CacheTensors, load_tensors, verify
 from ..device import flush_denormal, resolve_device
 from ..errors import UserError
-from ..evaluate import paper_protocol
+from ..evaluate import CosineScores, paper_protocol
 from ..history import write_history
 from ..malloc import retained_memory
 from ..progress import Progress, warn
@@ -36,6 +35,15 @@ from .trainer import HeadTrainer
 
 DROPPED_WARNING = 0.25  # warn when this share of the captions never trains (a tiny split)
 SELECT_ON = ("t2a_R@1", "t2a_R@5", "t2a_R@10", "a2t_R@1", "a2t_R@5", "a2t_R@10")
+UNLIKE = "unlike cosine"  # history: how many validation metrics differ from cosine's (0: none)
+# Said when every epoch's validation metrics equal cosine's on the same split: the re-ranking
+# never moved a caption's clip (seen with 81 training pairs), so the head adds nothing yet.
+LEARNED_NOTHING = (
+    "{out}: the head's validation metrics equal cosine's at every epoch ({epochs}): it learned "
+    "nothing that changes a ranking. Usual causes: too few training pairs ({pairs} here; "
+    "thousands are typical), too few epochs, or a learning rate too low (or so high it "
+    "diverged); check the loss in {out}.log.json"
+)
 
 
 def load_joint(path: str | os.PathLike, role: str) -> CacheTensors:
@@ -169,8 +177,13 @@ def _train(jobs: list[HeadJob], progress, echo) -> list[Head]:
     H = len(jobs)
     totals = [cfg.epochs * n for n in n_batches]  # each head's schedule length
     trainer = HeadTrainer(runs[0].dim, cfg, totals, device, [job.cfg.seed for job in jobs])
+    cosine: dict[str, dict[str, float]] = {}  # each validation cache's cosine metrics, once
     for h, run in enumerate(runs):
         run.ema = trainer.heads_ema[h]
+        if str(run.job.val) not in cosine:
+            scores = CosineScores(run.val.text, run.val.audio, device)
+            cosine[str(run.job.val)] = paper_protocol(scores, run.val.audio_index.to(device))
+        run.cosine = cosine[str(run.job.val)]
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         batches = [clip_unique_batches(r.index, cfg.batch_size, r.g) for r in runs]
@@ -251,6 +264,8 @@ class _Run:
         self.history: list[dict] = []
         self.best, self.best_score, self.best_epoch = None, -math.inf, 0
         self.ema: dict = {}
+        self.cosine: dict[str, float] = {}  # cosine's metrics on the validation cache
+        self.n_pairs = int((train.audio_index >= 0).sum())
 
     def head(self) -> Head:
         """The head's EMA weights as they are now."""
@@ -261,7 +276,8 @@ class _Run:
     ) -> None:
         cfg, ema, out = self.job.cfg, self.ema, self.job.out
         score = sum(metrics[key] for key in SELECT_ON)
-        row = {"epoch": epoch, "loss": loss, "seconds": seconds, **metrics}
+        unlike = sum(metrics[k] != self.cosine.get(k) for k in metrics)  # 0: cosine's own
+        row = {"epoch": epoch, "loss": loss, "seconds": seconds, **metrics, UNLIKE: unlike}
         self.history.append(row)
         tag = f" (seed {cfg.seed})" if tagged else ""
         echo(
@@ -270,7 +286,7 @@ class _Run:
         )
         if score > self.best_score:  # saved at once: a crash later loses no finished epoch
             self.best_score, self.best_epoch = score, epoch
-            self.best = {d: copy.deepcopy(net.state_dict()) for d, net in ema.items()}
+            self.best = {d: snapshot(net) for d, net in ema.items()}
             meta = _meta(self.meta, epoch, metrics, self.history)
             save_head(out, Head(cfg, ema["t2a"], ema["a2t"], meta))
 
@@ -279,13 +295,27 @@ class _Run:
         for d in ("t2a", "a2t"):
             ema[d].load_state_dict(self.best[d])
         final = _meta(self.meta, self.best_epoch, self.history[self.best_epoch - 1], self.history)
+        if all(row[UNLIKE] == 0 for row in self.history):
+            said = LEARNED_NOTHING.format(
+                out=self.job.out, epochs=len(self.history), pairs=self.n_pairs
+            )
+            warn(said)
+            final["warning"] = said  # in the checkpoint's metadata, beside the history
         head = Head(cfg, ema["t2a"], ema["a2t"], final)
         save_head(self.job.out, head)
         return head
 
 
+def snapshot(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of `net`'s state of its own size. Stacked heads' parameters are views of one
+    tensor holding every head (`stacked.py`), and deepcopy copies a view's whole storage (6x
+    the head for three heads); clone copies the view's elements only."""
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
 def _meta(meta: dict, epoch: int, metrics: dict, history: list[dict]) -> dict:
-    val = {k: v for k, v in metrics.items() if k not in ("epoch", "loss", "seconds")}
+    drop = ("epoch", "loss", "seconds", UNLIKE)
+    val = {k: v for k, v in metrics.items() if k not in drop}
     return {**meta, "epoch": epoch, "val_metrics": val, "history": history}
 
 

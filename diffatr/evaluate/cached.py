@@ -105,7 +105,7 @@ def evaluate_cache(
         scores = make_scores(data.text, data.audio, device)
     del data  # ranking needs only the normalised copies inside `scores`
     if cfg.per_query_top > 0:
-        scores = RecordingScores(scores, index, cfg.per_query_top)
+        scores = RecordingScores(scores, index, cfg.per_query_top, relevance)
     counts = {
         "captions": len(captions),
         "clips": len(ids),

@@ -9,15 +9,26 @@ writes them (CPJKU/dcase2025_task6_baseline: `d25_t6/retrieval_module.py` reads
     relevance    CSV with columns `query` (the caption text, exactly as in the caption file)
                  and `audio_filenames` (a Python list literal of the relevant clips' file
                  names, e.g. "['a.wav', 'b.wav']"; a bare file name is one clip). Other
-                 columns are ignored. A query is the first caption of the cache with that text.
-    predictions  CSV with header `index,<clip id 1>,...,<clip id Na>` and one row per caption:
-                 the caption text, then its score for every clip (the baseline's
-                 `DataFrame.to_csv` of the similarity matrix).
+                 columns are ignored. A query is the first caption of the cache with that text
+                 (the baseline's `captions.tolist().index(query)`). A query listed on several
+                 rows is scored once per row, as the baseline's mean over the file's rows does.
+    predictions  CSV with header `index,<clip id 1>,...,<clip id Na>` and one row per distinct
+                 caption text, at its first caption: the text, then its score for every clip
+                 (the baseline's `predict.py` keys its queries by text in a dict, so a repeated
+                 text is one row; `DataFrame.to_csv` writes every float at full precision).
+                 Scores are written as the shortest decimal that reads back to the same float32,
+                 so the file ranks exactly as the scores did (ties included).
 
 Notation: for a query q with relevant clips R_q and their 1-based ranks r_1 < r_2 < ... < r_m
 (m = |R_q|; ties broken by clip order, as in ranks.py),
     AP@16(q) = (1/m) * sum_{i: r_i <= 16} i / r_i        (i = relevant clips ranked so far)
     mAP@16   = mean over queries;  R@k = % of queries with r_1 <= k.
+The sum is divided by m, the number of relevant clips, even when m > 16 (then AP@16 < 1 even
+for a perfect ranking): the baseline's scorer does exactly this (`average_precision_at_k` in
+`on_validation_epoch_end` of `d25_t6/retrieval_module.py`, CPJKU/dcase2025_task6_baseline,
+read through its fork Marverlises/dcase2025_task6_baseline: `ap / len(relevant_ranks)`,
+"Normalize by total number of relevant items"), not by min(m, 16)
+as some AP@k definitions do. (The baseline logs it with k = 10; the task reports k = 16.)
 With one relevant clip (m = 1) AP@16 = 1/r if r <= 16 else 0, the usual single-target AP.
 Without a relevance file every captioned query's own clip is its one relevant clip.
 """
@@ -47,7 +58,7 @@ REL_COLUMNS = ("query", "audio_filenames")
 class Relevance:
     """Relevant clips per query, flat: query q = rows[q] owns clips[offsets[q]:offsets[q + 1]]."""
 
-    rows: np.ndarray  # (Q,) int64 caption rows, ascending
+    rows: np.ndarray  # (Q,) int64 caption rows, ascending (a row twice: listed twice)
     offsets: np.ndarray  # (Q + 1,) int64
     clips: np.ndarray  # (sum m_q,) int64 clip rows
 
@@ -96,7 +107,7 @@ def read_relevance(
             f"(DCASE 2025 Task 6); its header is {','.join(header) or '(empty)'}"
         )
     q_col, a_col = header.index("query"), header.index("audio_filenames")
-    by_row: dict[int, list[int]] = {}
+    entries: list[tuple[int, list[int]]] = []
     for number, fields in enumerate(lines[1:], 2):
         if not any(f.strip() for f in fields):
             continue
@@ -107,21 +118,19 @@ def read_relevance(
         if query not in row_of_caption:
             raise UserError(f"{where}: query {query[:60]!r} is not a caption of the cache")
         row = row_of_caption[query]
-        if row in by_row:
-            raise UserError(f"{where}: query {query[:60]!r} is listed twice")
         names = _clip_names(fields[a_col], where)
         if not names:
             raise UserError(f"{where}: query {query[:60]!r} has no relevant clip")
         missing = [n for n in names if n not in row_of_clip]
         if missing:
             raise UserError(f"{where}: clip {missing[0]!r} is not a clip of the cache")
-        by_row[row] = sorted({row_of_clip[n] for n in names})
-    if not by_row:
+        entries.append((row, sorted({row_of_clip[n] for n in names})))
+    if not entries:
         raise UserError(f"{path}: lists no query")
-    rows = np.array(sorted(by_row), dtype=np.int64)
-    sizes = [len(by_row[r]) for r in rows.tolist()]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    clips = np.array([c for r in rows.tolist() for c in by_row[r]], dtype=np.int64)
+    entries.sort(key=lambda e: e[0])  # stable: a query's rows keep the file's order
+    rows = np.array([r for r, _ in entries], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum([len(c) for _, c in entries])]).astype(np.int64)
+    clips = np.array([c for _, cs in entries for c in cs], dtype=np.int64)
     return Relevance(rows, offsets, clips)
 
 
@@ -204,15 +213,27 @@ def write_predictions(
     audio_ids: Sequence[str],
     max_elements: int = 1 << 22,
 ) -> None:
-    """The 2025 predictions CSV: `index,<clip ids>`, then each caption and its Na scores."""
+    """The 2025 predictions CSV: `index,<clip ids>`, then each distinct caption text (at its
+    first caption) and its Na scores at full float32 precision (module docstring)."""
     step = max(1, max_elements // max(scores.n_audio, 1))
+    seen: set[str] = set()
     with atomic_open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["index", *audio_ids])
         for start in range(0, scores.n_text, step):
             block = scores.t2a(start, min(scores.n_text, start + step)).float().cpu().numpy()
             for caption, row in zip(captions[start : start + len(block)], block, strict=True):
-                writer.writerow([caption, *(f"{v:.6g}" for v in row)])
+                if caption in seen:
+                    continue
+                seen.add(caption)
+                writer.writerow([caption, *map(full_precision, row)])
+
+
+def full_precision(value: np.float32) -> str:
+    """The shortest decimal that reads back as the same float32 (numpy's str of a float32,
+    scientific for tiny values); distinct floats stay distinct and ordered, so the file ranks
+    as the scores did."""
+    return str(np.float32(value))
 
 
 def format_dcase2025(rows: dict[str, dict[str, float]]) -> str:

@@ -6,7 +6,9 @@ and the caption -> clip index. Writes nothing; html_report.py turns two systems'
 a page.
 
     t2a  query = caption j with a clip; rank = the rank of its clip (ranks.py's rule);
-         top = the best `top` clips with their scores
+         top = the best `top` clips with their scores. With a DCASE 2025 relevance file
+         (`relevance=`): query = caption j listed there; rank = the best rank among its
+         relevant clips (r_1, what that protocol's R@k uses), as the metrics rank it
     a2t  query = clip i with captions; rank = the rank of its best-ranked caption (what the
          paper's a2t R@k, medR and meanR use); top = the best `top` captions
 Ties follow ranks.py: descending score, then gallery order. A direction the protocol does not
@@ -55,8 +57,9 @@ def stable_topk(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
 class RecordingScores:
     """A `Scores` that records each query's outcome from the blocks it passes on."""
 
-    def __init__(self, scores, audio_index: torch.Tensor, top: int = 5):
+    def __init__(self, scores, audio_index: torch.Tensor, top: int = 5, relevance=None):
         self.scores = scores
+        self.relevance = relevance  # dcase2025.Relevance: t2a ranks against its sets
         self.n_text, self.n_audio = scores.n_text, scores.n_audio
         self.index = audio_index.cpu().to(torch.int64)
         kt, ka = min(top, self.n_audio), min(top, self.n_text)
@@ -79,10 +82,25 @@ class RecordingScores:
     def t2a(self, start: int, stop: int) -> torch.Tensor:
         block = self.scores.t2a(start, stop)  # (b, Na)
         _check_finite(block, "text-to-audio", start)
-        target = self.index[start:stop].to(block.device)
-        rank = torch.where(target >= 0, _rank_of(block, target.clamp_min(0)), 0)
+        if self.relevance is not None:
+            rank = self._relevant_rank(block, start, stop)
+        else:
+            target = self.index[start:stop].to(block.device)
+            rank = torch.where(target >= 0, _rank_of(block, target.clamp_min(0)), 0)
         self._store("t2a", start, rank, *stable_topk(block, self.out.t2a_top.shape[1]))
         return block
+
+    def _relevant_rank(self, block: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """(b,) each caption's best rank among its relevant clips; 0 for a caption not listed."""
+        rel = self.relevance
+        q0, q1 = np.searchsorted(rel.rows, [start, stop])
+        sizes = np.diff(rel.offsets[q0 : q1 + 1])
+        rows = torch.as_tensor(np.repeat(rel.rows[q0:q1] - start, sizes), device=block.device)
+        clips = rel.clips[rel.offsets[q0] : rel.offsets[q1]]  # (n,) aligned with rows
+        ranks = _rank_of(block[rows], torch.as_tensor(clips, device=block.device))  # (n,)
+        big = torch.full((len(block),), self.n_audio + 1, dtype=torch.int64, device=block.device)
+        best = big.scatter_reduce(0, rows, ranks.to(torch.int64), "amin")
+        return torch.where(best > self.n_audio, 0, best)
 
     def a2t(self, start: int, stop: int) -> torch.Tensor:
         block = self.scores.a2t(start, stop)  # (b, Nt)

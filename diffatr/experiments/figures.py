@@ -45,8 +45,8 @@ def choose_query(head: Head, text, audio, audio_index, topk: int, seed: int, how
     how it was chosen in words) for the Figure-3 query picked by `how`:
 
     first-improved  the first caption (of the first SEARCHED_QUERIES) whose clip is in its
-                    cosine top-k but not first there, and that the head puts first: a chosen
-                    success, said so on the figure; failing that, as `first`
+                    cosine top-k but not first there, and that the head puts first (the
+                    figure says it was picked for that); failing that, as `first`
     first           the first caption whose clip is in its cosine top-k
     int             that caption row, whatever the head does with it
     """
@@ -75,7 +75,7 @@ def choose_query(head: Head, text, audio, audio_index, topk: int, seed: int, how
         if true and _ranked_first(x0_hats[-1], top, true):
             words = (
                 f"chosen: the first caption (of the first {SEARCHED_QUERIES}) whose clip the "
-                "head moves up to rank 1, a success rather than a typical query"
+                "head moves up to rank 1 (picked for that, not a typical query)"
             )
             return (*found, words)
     if first is None:
@@ -83,6 +83,25 @@ def choose_query(head: Head, text, audio, audio_index, topk: int, seed: int, how
     if how == "first-improved":
         words = "none of the first captions was moved to rank 1; " + words
     return (*first, words)
+
+
+def outcome(p: torch.Tensor, true: int | None) -> str:
+    """What the final distribution p (k,) says, measured: the true clip's probability, its rank,
+    its margin over the best other candidate, and p against uniform (1/k). A head that learned
+    little ends near uniform with the true clip "first" by a hair; the numbers show that where
+    a word like "success" would not."""
+    k = len(p)
+    if true is None:
+        return f"final: the true clip is not among the {k} candidates; max p {float(p.max()):.3g}"
+    p_true = float(p[true])
+    others = torch.cat([p[:true], p[true + 1 :]])
+    rank = 1 + int((others > p_true).sum())  # ties with the true clip counted in its favour
+    best_other = float(others.max()) if len(others) else 0.0
+    return (
+        f"final: true clip p = {p_true:.3g}, rank {rank} of {k}, margin {p_true - best_other:+.3g} "
+        f"over the best other ({best_other:.3g}); uniform would be {1 / k:.3g} "
+        f"(true clip at {p_true * k:.2f}x uniform)"
+    )
 
 
 def _ranked_first(x0_hat: torch.Tensor, top: torch.Tensor, true: int) -> bool:
@@ -125,9 +144,10 @@ def diffusion_figure(
     shown = sorted({round(i * last / (SHOWN_STEPS - 1)) for i in range(SHOWN_STEPS)})
     scale = head.config.logit_scale
     probs = torch.stack([torch.softmax(scale * x0_hats[i], dim=0) for i in shown])  # (n, k)
+    final = torch.softmax(scale * x0_hats[-1], dim=0)  # (k,) the last panel's distribution
     title = (
         f"the diffusion process of caption {row} over its cosine top-{len(x0_hats[-1])}: "
-        f"softmax({scale:g} * x0_hat) at each step\n{words}"
+        f"softmax({scale:g} * x0_hat) at each step\n{words}\n{outcome(final, true)}"
     )
     return plot_diffusion_process(probs.numpy(), step_labels(steps, shown), true, path, title)
 

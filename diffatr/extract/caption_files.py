@@ -71,8 +71,27 @@ def _single_byte(data: bytes) -> tuple[str, str]:
     return data.decode("iso-8859-1"), "iso-8859-1"
 
 
+_AUDIO_MAGIC = (b"OggS", b"RIFF", b"fLaC", b"ID3", b"\xff\xfb", b"\xff\xf3", b"FORM")
+
+
+def refuse_binary(data: bytes, name: str) -> None:
+    """UserError for a file that is not text (an audio file given as CAPTIONS, say), showing its
+    first bytes as printable escapes: the bytes themselves would garble the terminal."""
+    head = data[:4096]
+    utf16 = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    audio = head.startswith(_AUDIO_MAGIC)
+    if not audio and (utf16 or b"\x00" not in head):
+        return
+    what = "an audio file?" if audio else "not text"
+    raise UserError(
+        f"{name}: looks like a binary file ({what}; it starts {head[:16]!r}), not a caption "
+        "file: give the captions' CSV, JSONL or JSON as CAPTIONS"
+    )
+
+
 def decode_text(data: bytes, name: str = "") -> tuple[str, str, list[str]]:
     """Decode a caption file: (text, encoding, notes about lines decoded by fallback)."""
+    refuse_binary(data, name)
     if data.startswith(codecs.BOM_UTF8):
         try:
             return data[len(codecs.BOM_UTF8) :].decode("utf-8"), "utf-8-sig", []

@@ -243,7 +243,7 @@ def read_captions(
         records = csv_records(text, name, delimiter)
         header_line, raw = next(((n, r) for n, r in records if any(c.strip() for c in r)), (0, []))
         header = [h.strip().lower() for h in raw]
-        shown = delimiter.join(raw) if raw else "(empty file)"
+        shown = delimiter.join(raw)[:200] if raw else "(empty file)"  # repr below: printable
         layout = csv_layout(header)
         if layout is None:
             raise UserError(

@@ -45,7 +45,9 @@ from ..checkpoints import file_sha256
 from ..device import resolve_device
 from ..errors import UserError
 from ..progress import warn
+from ..torch_files import load_failure
 from .audio_io import SAMPLE_RATE
+from .bf16 import warn_if_emulated
 from .resnet38 import ResNet38
 
 AUDIO_ENCODERS = ("cnn14", "resnet38")
@@ -152,8 +154,9 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> dict[str, torch.Te
     except UserError:
         raise
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{file}: not a PyTorch checkpoint ({first}); {fix}") from None
+        raise UserError(
+            f"{file}: not a PyTorch checkpoint ({load_failure(file, e)}); {fix}"
+        ) from None
     kind = kind_of_blob(ckpt)
     if kind in JOINT_KINDS:
         raise UserError(
@@ -264,6 +267,7 @@ class AudioEncoder:
             and not torch.cuda.is_bf16_supported()
         ):
             raise UserError("--precision bf16: this GPU has no bfloat16 support; use fp16")
+        warn_if_emulated(cfg.precision, self.device.type)
         self.random_seed = random_weights_seed(cfg.checkpoint)
         if self.random_seed is None:
             model = self._trained_model(cfg)

@@ -60,7 +60,7 @@ RESUMABLE_CHANGES = (
     "audio.trust_checkpoint", "joint.trust_checkpoint",
 )  # fmt: skip
 _SPLITS = ("train", "development", "dev", "val", "valid", "validation", "test", "evaluation")
-_DATASETS = ("clotho", "audiocaps", "wavcaps", "macs")
+_PROVEN_BY_FORMAT = {"audiocaps": "audiocaps", "wavcaps": "wavcaps"}  # guess_names
 
 
 @dataclass(frozen=True)
@@ -110,20 +110,18 @@ class ExtractSummary:
 
 
 def guess_names(captions_path: str | os.PathLike, fmt: str) -> tuple[str, str]:
-    """(dataset, split) from the caption file's path, e.g. clotho/test.csv -> (clotho, test).
+    """(dataset, split) to record when --dataset / --split are not given.
 
-    A file in Clotho's layout (file_name,caption_1..) is not taken for Clotho unless its path
-    says so: other datasets are written in that layout too; the folder name is used instead."""
+    The dataset is named only when the caption format proves it: the official AudioCaps header
+    (audiocap_id,youtube_id,start_time,caption) and WavCaps' JSON are those datasets' own.
+    Clotho's columns and `file_name,caption` are generic (any dataset is written that way) and
+    a folder or file name proves nothing, so those record "" (pass --dataset to name it).
+    The split is the file name's last split word (test, val, ...), else its stem."""
     path = Path(captions_path)
-    words = [w for part in (*path.parent.parts[-2:], path.stem) for w in re.split(r"[_\W]+", part)]
-    words = [w.lower() for w in words if w]
-    dataset = next((w for w in reversed(words) if w in _DATASETS), "")
-    if not dataset:  # layouts only AudioCaps and WavCaps use; Clotho's columns are generic
-        dataset = {"audiocaps": "audiocaps", "audiocaps_mei": "audiocaps", "wavcaps": "wavcaps"}
-        dataset = dataset.get(fmt, "")
+    dataset = _PROVEN_BY_FORMAT.get(fmt, "")
     stem_words = [w.lower() for w in re.split(r"[_\W]+", path.stem) if w]
     split = next((w for w in reversed(stem_words) if w in _SPLITS), path.stem)
-    return dataset or path.parent.name or "dataset", split
+    return dataset, split
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ import torch
 
 from ..device import resolve_device
 from ..errors import UserError
+from .bf16 import warn_if_emulated
+from .hf_quiet import quiet_transformers
 
 POOLINGS = ("cls", "mean")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -63,9 +65,10 @@ def _load(name: str):
 
     def load(local_only: bool):
         kw = {"local_files_only": local_only}
-        tokenizer = AutoTokenizer.from_pretrained(name, **kw)
-        model = AutoModel.from_pretrained(name, dtype=torch.float32, **kw)
-        return tokenizer, model
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(name, **kw)
+            model = AutoModel.from_pretrained(name, **kw)
+        return tokenizer, model.float()  # float32 whatever the saved dtype (no `dtype=` in 4.x)
 
     if os.path.isdir(name):
         try:
@@ -141,6 +144,7 @@ class TextEncoder:
         bf16_cuda = cfg.precision == "bf16" and self.device.type == "cuda"
         if bf16_cuda and not torch.cuda.is_bf16_supported():
             raise UserError("--precision bf16: this GPU has no bfloat16; use fp16 or fp32")
+        warn_if_emulated(cfg.precision, self.device.type)
         self.tokenizer, model = _load(cfg.name)
         if getattr(model.config, "is_encoder_decoder", False):
             model = model.get_encoder()

@@ -25,6 +25,7 @@ from torch import nn
 
 from ...device import resolve_device
 from ...errors import UserError
+from ..bf16 import warn_if_emulated
 from ..panns import ClipPadder
 from .cnn import TIME_POOLING, MeiCnn, clip_vector
 from .fast_cnn import to_inference_form
@@ -39,6 +40,7 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise UserError("--precision fp16 needs a CUDA device; on CPU use bf16 or fp32")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise UserError("--precision bf16: this GPU has no bfloat16 support; use fp16")
+    warn_if_emulated(precision, device.type)
 
 
 class CnnJointAudio:

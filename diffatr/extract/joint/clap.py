@@ -13,11 +13,19 @@ Audio (W = the feature extractor's window, `max_length_s * sampling_rate` sample
   (LAION-AI/CLAP#166, #90). Here no window is ever longer than W, so no crop happens, and each
   window's `is_longer` is what the extractor sets for a clip alone (fused: True; unfused:
   unused), so a clip gives the same vector alone, in a batch, and on every run.
+  The feature extractor's `truncation` decides only the input's shape (fusion: 4 mel channels;
+  otherwise 1), and the model's `enable_fusion` decides which shape it takes: a folder whose two
+  disagree (a `truncation: fusion` extractor saved beside an unfused model, or the reverse) would
+  fail inside the model, so the extractor is set to the model's (no crop happens either way).
 Text: `get_text_features` on the tokenizer's ids (padding to the batch's longest, no clean-up),
-  stopped at the model's position limit.
+  stopped at the model's position limit. The folder's own tokenizer: `--text-encoder` is refused.
+Both towers are called as `get_*_features` computes them in transformers 4.40 to 5.x
+(`audio_projection(audio_model(...).pooler_output)`, normalised; likewise for text): 4.x returns
+a tensor from `get_*_features` and 5.x an output object, so the submodules are called directly.
 Outputs are L2-normalised float32; `--frames` is refused (no frame features are defined here).
 """
 
+import copy
 import math
 
 import numpy as np
@@ -26,11 +34,12 @@ import torch.nn.functional as F
 
 from ...device import resolve_device
 from ...errors import UserError
+from ..hf_quiet import quiet_transformers
 from ..panns import ClipPadder
 from ..text import _weights_sha256
 from .audio import _AUTOCAST, check_precision
 from .config import LONG_CLIP_POLICY, JointConfig, Runtime
-from .text import JointTextEncoder, load_tokenizer_and_config, text_limit
+from .text import JointTextEncoder, text_limit
 
 
 def window_starts(n_samples: int, window: int) -> list[int]:
@@ -70,10 +79,11 @@ class ClapJointAudio:
         x = inputs["input_features"].to(self.device)
         with torch.autocast(self.device.type, dtype=_AUTOCAST.get(self.precision, torch.float32),
                             enabled=self.precision != "fp32"):  # fmt: skip
-            out = self.model.get_audio_features(
+            pooled = self.model.audio_model(
                 input_features=x, is_longer=inputs["is_longer"].to(self.device)
-            )
-        return F.normalize(out.pooler_output.float(), dim=-1)  # again in float32 (bf16 runs)
+            ).pooler_output
+            out = self.model.audio_projection(pooled)  # (n, E)
+        return F.normalize(out.float(), dim=-1)  # in float32 (bf16 runs)
 
     @torch.inference_mode()
     def features(self, waves) -> torch.Tensor:
@@ -103,19 +113,37 @@ class ClapJointAudio:
         return {**self._provenance, "settings": settings, "sample_rate": self.sample_rate}
 
 
+def matching_extractor(fe, config):
+    """The feature extractor with the `truncation` the model's `enable_fusion` takes."""
+    fused = bool(getattr(config.audio_config, "enable_fusion", False))
+    want = "fusion" if fused else "rand_trunc"
+    if (fe.truncation == "fusion") == fused:
+        return fe
+    fe = copy.deepcopy(fe)  # the processor's own stays as saved
+    fe.truncation = want  # only the input shape changes: windows are never cropped here
+    return fe
+
+
 def load_clap(rec, cfg: JointConfig, rt: Runtime) -> tuple:
     """(ClapJointAudio | None, JointTextEncoder | None, provenance) of a CLAP folder."""
     from transformers import ClapModel, ClapProcessor
 
     if rt.frames:
         raise UserError(f"{rec.path}: --frames: CLAP models give no frame features here")
+    if cfg.text_encoder:  # another tokenizer would feed CLAP's RoBERTa ids it was not trained on
+        raise UserError(
+            f"--text-encoder {cfg.text_encoder}: a CLAP model ({rec.path}) brings its own "
+            "tokenizer and text model; drop --text-encoder"
+        )
     try:
-        processor = ClapProcessor.from_pretrained(rec.folder, local_files_only=True)
-        model = ClapModel.from_pretrained(rec.folder, local_files_only=True, dtype=torch.float32)
+        with quiet_transformers():
+            processor = ClapProcessor.from_pretrained(rec.folder, local_files_only=True)
+            model = ClapModel.from_pretrained(rec.folder, local_files_only=True)
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise UserError(f"{rec.path}: cannot load a CLAP model and processor ({first})") from None
-    model = model.eval().requires_grad_(False)
+    model = model.float().eval().requires_grad_(False)  # any saved dtype, in 4.x and 5.x
+    feature_extractor = matching_extractor(processor.feature_extractor, model.config)
     shared = {
         "joint_model": cfg.model,
         "joint_kind": "clap",
@@ -131,7 +159,7 @@ def load_clap(rec, cfg: JointConfig, rt: Runtime) -> tuple:
     if rt.audio:
         audio = ClapJointAudio(
             model,
-            processor.feature_extractor,
+            feature_extractor,
             device=rt.audio_device,
             precision=rt.precision,
             provenance={**provenance, "settings": dict(shared)},
@@ -139,15 +167,14 @@ def load_clap(rec, cfg: JointConfig, rt: Runtime) -> tuple:
     text = None
     if rt.text:
         tokenizer = processor.tokenizer
-        if cfg.text_encoder:
-            tokenizer, _ = load_tokenizer_and_config(cfg.text_encoder, rec.path, True)
         device = resolve_device(rt.text_device)
         check_precision(rt.precision, device)
         text_model = model.to(device)
 
         def forward(ids: torch.Tensor, mask: torch.Tensor):
-            out = text_model.get_text_features(input_ids=ids, attention_mask=mask)
-            return out.pooler_output, out.last_hidden_state
+            out = text_model.text_model(input_ids=ids, attention_mask=mask)
+            e = text_model.text_projection(out.pooler_output)  # (B, E), normalised by the caller
+            return e, out.last_hidden_state
 
         text = JointTextEncoder(
             tokenizer,
