@@ -36,9 +36,9 @@ _NAME = re.compile(r"claim\.(\d+)$")
 class Claims:
     """This process's claims on run folders, with the heartbeat that keeps them alive."""
 
-    def __init__(self, rank: int = 0, stale_after: float = STALE_AFTER):
-        self.rank, self.stale_after = rank, stale_after
-        self.beat = max(0.05, stale_after / 8)  # several beats per stale period: a late one
+    def __init__(self, rank: int = 0, stale_after: float = STALE_AFTER, clock=time.monotonic):
+        self.rank, self.stale_after, self.clock = rank, stale_after, clock
+        self.every = max(0.05, stale_after / 8)  # several beats per stale period: a late one
         #   (a loaded machine, a slow NFS server) never makes a live claim look dead
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.held: dict[Path, Path] = {}  # run folder -> our claim file in it
@@ -51,7 +51,10 @@ class Claims:
     def take(self, folder: Path) -> bool:
         """Claim the run in `folder`; False if a live process holds it (or won the race)."""
         if folder in self.held:
-            return True
+            if self.holds(folder):
+                return True
+            with self.lock:
+                self.held.pop(folder, None)  # taken over while this process stood still
         folder.mkdir(parents=True, exist_ok=True)
         newest = _newest(folder)
         if newest is not None:
@@ -78,12 +81,18 @@ class Claims:
                 old.unlink(missing_ok=True)
         return True
 
+    def holds(self, folder: Path) -> bool:
+        """Whether this process still holds the run: its claim is the newest (a process that
+        stood still for `stale_after` seconds, hung or cut off, may have lost it)."""
+        newest = _newest(folder)
+        return newest is not None and newest[1] == self.held.get(folder)
+
     def release(self, folder: Path) -> None:
         """Give the run back: its claim is deleted when it is done, else marked released."""
         with self.lock:
             path = self.held.pop(folder, None)
-            if path is None:
-                return
+            if path is None or _newest(folder) != (int(path.suffix[1:]), path):
+                return  # not ours (any more): the newest claim belongs to another process
             if (folder / DONE).exists():
                 path.unlink(missing_ok=True)
             else:
@@ -118,12 +127,20 @@ class Claims:
             return True  # dead, or an earlier process whose pid this one got (not held)
         # a claim being written (empty) or one of another host: alive while its beat moves
         beat = None if info is None else info.get("beat")
-        now = time.monotonic()
+        now = self.clock()
         last, since = self.seen.get(path, (object(), now))
         if beat != last:
             self.seen[path] = (beat, now)
             return False
         return now - since >= self.stale_after
+
+    def beat(self) -> None:
+        """One heartbeat: every held claim's counter moves on."""
+        with self.lock:
+            self.beats += 1
+            for folder, path in list(self.held.items()):
+                if _newest(folder) == (int(path.suffix[1:]), path):
+                    _write(path, self._info())  # never re-create a superseded claim
 
     @contextlib.contextmanager
     def heartbeat(self) -> Iterator[None]:
@@ -132,11 +149,8 @@ class Claims:
         stop = threading.Event()
 
         def beat() -> None:
-            while not stop.wait(self.beat):
-                with self.lock:
-                    self.beats += 1
-                    for path in self.held.values():
-                        _write(path, self._info())
+            while not stop.wait(self.every):
+                self.beat()
 
         thread = threading.Thread(target=beat, name="diffatr-claims", daemon=True)
         thread.start()

@@ -42,6 +42,7 @@ from .grids import HEAD_SYSTEMS
 from .runner import Ablation, Splits, _fits, _space, table_pairs
 
 STARTS = "starts.log"
+SCAN = 1.0  # seconds between two looks of rank 0 at every run folder (the progress board)
 POLL = (0.02, 0.5)  # seconds between looks while every unit waits: first, at most (doubling)
 
 
@@ -125,7 +126,7 @@ class SharedAblation(Ablation):
                 if board:
                     board.show()
         if board:
-            board.show(final=True)
+            board.show(force=True)
             self.run(tables, datasets)  # every run is done: reads the records, writes tables
 
     _worked = 0.0  # seconds of actual work inside the current unit (not claim overhead)
@@ -213,9 +214,13 @@ class SharedAblation(Ablation):
             def timed() -> object:
                 t = time.perf_counter()
                 try:
-                    return work()
+                    result = work()
                 finally:
                     self._worked += time.perf_counter() - t
+                if not self.claims.holds(folder):  # stood still too long: another took it over
+                    self.echo(f"lost the claim on {folder.name}: another process redoes it")
+                    raise Busy(folder.name)
+                return result
 
             return super()._once(folder, what, timed)
         return super()._once(folder, what, work)
@@ -264,13 +269,19 @@ class Board:
         self.start = time.monotonic()
         self.first_done: int | None = None
         self.shown: tuple[float, int] = (-EVERY_SECONDS, -1)
+        self.scanned = -SCAN
 
-    def show(self, final: bool = False) -> None:
-        """A line when a run completed since the last one, else at most every EVERY_SECONDS."""
+    def show(self, force: bool = False) -> None:
+        """A line when a run completed since the last one, else at most every EVERY_SECONDS;
+        the folders are looked at at most every SCAN seconds (a resumed table completes its
+        done units in a burst), and once more at the end (`force`)."""
         now = time.monotonic()
+        if not force and now - self.scanned < SCAN:
+            return
+        self.scanned = now
         states = [self.claims.state(f) for f in self.plan]
         done = states.count("done")
-        if not final and done == self.shown[1] and now - self.shown[0] < EVERY_SECONDS:
+        if done == self.shown[1] and now - self.shown[0] < EVERY_SECONDS:
             return
         if self.first_done is None:
             self.first_done = done  # complete before this command: no part of the rate
