@@ -77,7 +77,12 @@ def run_ablation(
         claims = Claims(ranks.rank, stale_after())
         runner = SharedAblation(out, cfg, tell, progress and ranks.is_main, claims)
         runner.share(tables, datasets, ranks)
-    tell(f"{len(runner.ran)} run(s) done here, {len(runner.reused)} found complete")
+    n = max(1, len(runner.ran))
+    tell(
+        f"{len(runner.ran)} run(s) done here, {len(runner.reused)} found complete; "
+        f"per run done here: {1000 * runner.claim_seconds / n:.1f} ms claiming and "
+        f"looking, {1000 * runner.wait_seconds / n:.1f} ms waiting for other ranks"
+    )
     return runner
 
 
