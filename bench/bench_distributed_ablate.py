@@ -38,10 +38,10 @@ def caches(root: Path, scale: float) -> str:
     return "syn=" + ",".join(paths)
 
 
-def command(data: str, out: Path, epochs: int, compiled: bool, procs: int) -> list[str]:
+def command(data: str, out: Path, opts: argparse.Namespace, procs: int) -> list[str]:
     args = ["ablate", "strategy", "--data", data, "--out", str(out), "--seeds", "0,1,2"]
-    args += ["--epochs", str(epochs), "--device", "cpu"]
-    args += [] if compiled else ["--no-compile"]
+    args += ["--epochs", str(opts.epochs), "--steps-K", str(opts.K), "--device", "cpu"]
+    args += [] if opts.compile else ["--no-compile"]
     if procs == 0:  # the plain command
         return [sys.executable, "-m", "diffatr.cli", *args]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
@@ -82,15 +82,16 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=0.02, help="fraction of AudioCaps' sizes")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--procs", type=int, default=2, help="torchrun processes")
+    parser.add_argument("--steps-K", dest="K", type=int, default=50, help="diffusion steps")
     parser.add_argument("--compile", action="store_true", help="torch.compile (slow warm-up)")
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = caches(root, args.scale)
-        one, _ = timed(command(data, root / "one", args.epochs, args.compile, 0))
-        many, out = timed(command(data, root / "many", args.epochs, args.compile, args.procs))
-        print(f"strategy, 3 seeds, scale {args.scale}, {args.epochs} epoch(s):")
+        one, _ = timed(command(data, root / "one", args, 0))
+        many, out = timed(command(data, root / "many", args, args.procs))
+        print(f"strategy, 3 seeds, scale {args.scale}, {args.epochs} epoch(s), K={args.K}:")
         print(f"  1 process (plain command): {one:.1f} s")
         print(f"  {args.procs} processes (torchrun):  {many:.1f} s  ({one / many:.2f}x)")
         same = records(root / "one") == records(root / "many")
