@@ -97,8 +97,8 @@ def main() -> None:
         same = records(root / "one") == records(root / "many")
         print(f"  every record equal: {same} (exact only with equal thread counts)")
         for line in out.splitlines():
-            if m := re.search(r"\[rank (\d+)/\d+\] (\d+) run\(s\) done here.*?: (.*)$", line):
-                print(f"  rank {m[1]}: {m[2]} runs; per run {m[3]}")
+            if m := re.search(r"\[rank (\d+)/\d+\] (\d+) run\(s\) done here.*?; (.*)$", line):
+                print(f"  rank {m[1]}: {m[2]} runs; {m[3]}")
         print(f"claim + release of a free run: {claim_ms(root / 'claims'):.2f} ms")
     print(f"load average at end: {os.getloadavg()}")
 

@@ -80,8 +80,9 @@ def run_ablation(
     n = max(1, len(runner.ran))
     tell(
         f"{len(runner.ran)} run(s) done here, {len(runner.reused)} found complete; "
-        f"per run done here: {1000 * runner.claim_seconds / n:.1f} ms claiming and "
-        f"looking, {1000 * runner.wait_seconds / n:.1f} ms waiting for other ranks"
+        f"scheduling per run done here: {1000 * runner.claim_seconds / n:.1f} ms claiming, "
+        f"{1000 * runner.busy_seconds / n:.1f} ms trying units that had to wait, "
+        f"{1000 * runner.wait_seconds / n:.1f} ms asleep while all waited"
     )
     return runner
 
@@ -92,9 +93,9 @@ class SharedAblation(Ablation):
     def __init__(self, out, cfg: AblationConfig, echo, progress: bool, claims: Claims):
         super().__init__(out, cfg, echo, progress)
         self.claims = claims
-        self.claim_seconds = 0.0  # time spent claiming and releasing runs (bench/)
-        self.claimed = 0
-        self.wait_seconds = 0.0  # time asleep with every unit waiting for another process
+        # what the spreading costs (each rank's last line, bench/): claiming and releasing
+        # runs; units tried up to a run they had to wait for; asleep while every unit waits
+        self.claim_seconds = self.busy_seconds = self.wait_seconds = 0.0
         n = len(cfg.seeds)
         self.stacking = n >= 2 and _stacks(cfg, self.device)
 
@@ -107,22 +108,26 @@ class SharedAblation(Ablation):
         poll = POLL[0]
         with self.claims.heartbeat():
             while pending:
+                ran_before = len(self.ran)
                 for unit in pending:
-                    t = time.perf_counter()
+                    t, claiming, ran = time.perf_counter(), self.claim_seconds, len(self.ran)
                     try:
                         unit.run()
                     except Busy:
+                        if len(self.ran) == ran:  # no run done on the way: time lost
+                            claiming = self.claim_seconds - claiming
+                            self.busy_seconds += time.perf_counter() - t - claiming
                         continue
                     finally:
-                        self.claims.release_all()
-                        self.claim_seconds += time.perf_counter() - t - self._worked
-                        self._worked = 0.0
+                        self._release()
                     pending.remove(unit)  # done: look again from the first unit
                     poll = POLL[0]
                     break
                 else:  # every unit waits for another process
                     if board:
                         board.show()
+                    if len(self.ran) > ran_before:
+                        continue  # some runs were done on the way: look again at once
                     t = time.perf_counter()
                     time.sleep(poll)
                     self.wait_seconds += time.perf_counter() - t
@@ -133,8 +138,6 @@ class SharedAblation(Ablation):
         if board:
             board.show(force=True)
             self.run(tables, datasets)  # every run is done: reads the records, writes tables
-
-    _worked = 0.0  # seconds of actual work inside the current unit (not claim overhead)
 
     def units(self, tables: list[str], datasets: list[Dataset]) -> list[Unit]:
         """Every table's work in the order its runs depend on each other (module docstring)."""
@@ -216,18 +219,14 @@ class SharedAblation(Ablation):
         if self.store.done(folder) is None:
             self._take([folder])
 
-            def timed() -> object:
-                t = time.perf_counter()
-                try:
-                    result = work()
-                finally:
-                    self._worked += time.perf_counter() - t
+            def checked() -> object:
+                result = work()
                 if not self.claims.holds(folder):  # stood still too long: another took it over
                     self.echo(f"lost the claim on {folder.name}: another process redoes it")
                     raise Busy(folder.name)
                 return result
 
-            return super()._once(folder, what, timed)
+            return super()._once(folder, what, checked)
         return super()._once(folder, what, work)
 
     def _hold(self, folders: list[Path]) -> None:
@@ -235,17 +234,26 @@ class SharedAblation(Ablation):
 
     def _take(self, folders: list[Path]) -> None:
         """Claim every run of `folders` (all still pending), or none and raise `Busy`."""
-        for folder in folders:
-            if not self.claims.take(folder):
-                self.claims.release_all()
-                raise Busy(folder.name)
-            self.claimed += 1
-        if any(self.store.done(f) is not None for f in folders):
-            self.claims.release_all()  # done meanwhile: the unit looks again at what's left
-            raise Busy(folders[0].name)
-        for folder in folders:  # the log of starts: a run started twice was taken over
-            with open(folder / STARTS, "a", encoding="utf-8") as f:
-                f.write(f"{socket.gethostname()} {os.getpid()} rank {self.claims.rank}\n")
+        t = time.perf_counter()
+        try:
+            for folder in folders:
+                if not self.claims.take(folder):
+                    raise Busy(folder.name)
+            if any(self.store.done(f) is not None for f in folders):
+                raise Busy(folders[0].name)  # done meanwhile: the unit looks again
+            for folder in folders:  # the log of starts: a run started twice was taken over
+                with open(folder / STARTS, "a", encoding="utf-8") as f:
+                    f.write(f"{socket.gethostname()} {os.getpid()} rank {self.claims.rank}\n")
+        except Busy:
+            self.claims.release_all()
+            raise
+        finally:
+            self.claim_seconds += time.perf_counter() - t
+
+    def _release(self) -> None:
+        t = time.perf_counter()
+        self.claims.release_all()
+        self.claim_seconds += time.perf_counter() - t
 
 
 class _Planner(Ablation):
