@@ -96,6 +96,7 @@ class SharedAblation(Ablation):
         # what the spreading costs (each rank's last line, bench/): claiming and releasing
         # runs; units tried up to a run they had to wait for; asleep while every unit waits
         self.claim_seconds = self.busy_seconds = self.wait_seconds = 0.0
+        self._splits: dict[tuple, Splits] = {}
         n = len(cfg.seeds)
         self.stacking = n >= 2 and _stacks(cfg, self.device)
 
@@ -207,6 +208,14 @@ class SharedAblation(Ablation):
         self.evaluate(row, self.splits(source, seed, target), seed)
 
     # -- claims -----------------------------------------------------------------------------
+    def splits(self, source: Dataset, seed: int, target: Dataset) -> Splits:
+        """Kept once complete: units that wait are tried again and again, and each try would
+        open the caches again (`_space`) and look at every phase-1 run."""
+        key = (source, seed, target)
+        if key not in self._splits:
+            self._splits[key] = super().splits(source, seed, target)
+        return self._splits[key]
+
     def head(self, splits: Splits, overrides: dict, seed: int, alone: bool = False) -> Path:
         """With stacking, a pending head is trained only by its group's unit (`_head_group`)."""
         if self.stacking and not alone:
