@@ -327,14 +327,15 @@ def rank_resources(ranks: Ranks, device: str) -> Iterator[None]:
     threads = torch.get_num_threads()
     torch.set_num_threads(cpu_share(ranks))
     cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+    before = None  # asking CUDA for its current device would open a context on cuda:0
     if cuda:
-        before = torch.cuda.current_device()
+        before = torch.cuda.current_device() if torch.cuda.is_initialized() else None
         torch.cuda.set_device(ranks.local_rank % torch.cuda.device_count())
     try:
         yield
     finally:
         torch.set_num_threads(threads)
-        if cuda:
+        if before is not None:
             torch.cuda.set_device(before)
 
 
