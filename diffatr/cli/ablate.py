@@ -135,7 +135,7 @@ def ablate(tables, data, out, seeds, epochs, batch_size, K, topk, contrastive_ep
     from ..coattention import CoAttentionConfig
     from ..experiments.config import AblationConfig, Dataset
     from ..experiments.figures import parse_figure_query
-    from ..experiments.runner import Ablation
+    from ..experiments.schedule import run_ablation
     from ..outputs import check_outputs
 
     check_outputs(folders={"--out": out})
@@ -169,6 +169,5 @@ def ablate(tables, data, out, seeds, epochs, batch_size, K, topk, contrastive_ep
     names = list(TABLE_NAMES) if "all" in tables else list(dict.fromkeys(tables))
     if "all" in tables and len(data) < 2:
         names.remove("ood")  # needs two datasets
-    runner = Ablation(out, cfg, echo=click.echo, progress=True)
-    runner.run(names, [Dataset.parse(d) for d in data])
-    click.echo(f"{len(runner.ran)} run(s) done, {len(runner.reused)} found complete and reused")
+    # under torchrun (WORLD_SIZE set) the runs are spread over its processes (schedule.py)
+    run_ablation(out, cfg, names, [Dataset.parse(d) for d in data], click.echo, progress=True)

@@ -65,21 +65,10 @@ class Ablation:
 
     # -- tables -----------------------------------------------------------------------------
     def run(self, tables: list[str], datasets: list[Dataset]) -> dict[str, str]:
-        for name in tables:
-            if name not in TABLES:
-                raise UserError(f"unknown table {name!r}; choose from {', '.join(TABLES)}")
-        if not datasets:
-            raise UserError("no dataset given: pass --data NAME=TRAIN.h5,VAL.h5,TEST.h5")
-        if "ood" in tables and len(datasets) < 2:
-            raise UserError("the ood table needs two datasets (--data twice): source and target")
-        for d in datasets:
-            for path in (d.train, d.val, d.test):
-                if not Path(path).is_file():
-                    raise UserError(f"{path}: no such cache file (dataset {d.name})")
+        self.check(tables, datasets)
         texts = {}
         for name in tables:
-            pairs = [(s, t) for s in datasets for t in datasets if s != t]
-            pairs = pairs if name == "ood" else [(d, d) for d in datasets]
+            pairs = table_pairs(name, datasets)
             records = [r for s, t in pairs for r in self.table_records(name, s, t)]
             texts[name] = write_table(self.out / name, name, records, self.cfg)
             self.echo(texts[name])
@@ -92,6 +81,21 @@ class Ablation:
                 for path in self.figures(records, *pairs[0]):
                     self.echo(f"wrote {path}")
         return texts
+
+    @staticmethod
+    def check(tables: list[str], datasets: list[Dataset]) -> None:
+        """Refuse unknown tables, a missing dataset or cache, before any work."""
+        for name in tables:
+            if name not in TABLES:
+                raise UserError(f"unknown table {name!r}; choose from {', '.join(TABLES)}")
+        if not datasets:
+            raise UserError("no dataset given: pass --data NAME=TRAIN.h5,VAL.h5,TEST.h5")
+        if "ood" in tables and len(datasets) < 2:
+            raise UserError("the ood table needs two datasets (--data twice): source and target")
+        for d in datasets:
+            for path in (d.train, d.val, d.test):
+                if not Path(path).is_file():
+                    raise UserError(f"{path}: no such cache file (dataset {d.name})")
 
     def figures(self, records: list[dict], source: Dataset, target: Dataset) -> list[Path]:
         """The recall curves and the diffusion process (first seed, first dataset)."""
@@ -119,13 +123,7 @@ class Ablation:
 
     def table_records(self, name: str, source: Dataset, target: Dataset) -> list[dict]:
         """Every (row, seed) of one table for one source -> target pair, plus the baselines."""
-        table, records = TABLES[name], []
-        rows = list(table.rows)
-        if not any(r.system == "cosine" for r in rows):
-            rows.append(Row("Dis", "cosine"))
-        if self.cfg.coattention is not None:
-            rows.append(Row("co-attention", "coattention"))
-        rows += [Row(b, b) for b in self.cfg.baselines]
+        records, rows = [], self.table_rows(name)
         self.stacked_heads(rows, source, target)
         self.stacked_evaluations(rows, source, target)
         for seed in self.cfg.seeds:
@@ -138,6 +136,15 @@ class Ablation:
                     {"train": source.name, "test": target.name, "row": row.label, **record}
                 )
         return records
+
+    def table_rows(self, name: str) -> list[Row]:
+        """A table's rows, with cosine, the co-attention head (if asked for) and baselines."""
+        rows = list(TABLES[name].rows)
+        if not any(r.system == "cosine" for r in rows):
+            rows.append(Row("Dis", "cosine"))
+        if self.cfg.coattention is not None:
+            rows.append(Row("co-attention", "coattention"))
+        return rows + [Row(b, b) for b in self.cfg.baselines]
 
     # -- artefacts --------------------------------------------------------------------------
     def splits(self, source: Dataset, seed: int, target: Dataset) -> Splits:
@@ -237,6 +244,7 @@ class Ablation:
                     pending.append((folder, job))
             if len(pending) < 2:
                 continue  # one head: `head` trains it alone
+            self._hold([folder for folder, _ in pending])
             seeds = ",".join(str(job.cfg.seed) for _, job in pending)
             self.echo(f"train the heads ({label}, seeds {seeds}) as one stacked computation ...")
             t = time.perf_counter()
@@ -297,6 +305,7 @@ class Ablation:
                     pending.append((folder, head_path, rerank, splits.test))
             if len(pending) < 2 or len({str(p[3]) for p in pending}) != 1:
                 continue  # one run, or per-seed test caches (backbone data): `evaluate`
+            self._hold([p[0] for p in pending])
             self.echo(f"evaluate {row.system} {row.label} (seeds together) ...")
             t = time.perf_counter()
             test = load_joint(pending[0][3], "test")
@@ -364,6 +373,10 @@ class Ablation:
         record = self._once(folder, f"evaluate {row.system} {row.label} (seed {seed})", run)
         return {"system": row.system, "seed": seed, **record}
 
+    def _hold(self, folders: list[Path]) -> None:
+        """Before a stacked computation fills the runs `folders`: one process has nothing to
+        hold; several (`schedule.SharedAblation`) claim them all, or wait."""
+
     def _once(self, folder: Path, what: str, work: Callable[[], object]) -> dict:
         """Do `work` unless the run in `folder` completed before; return its record."""
         record = self.store.done(folder)
@@ -378,6 +391,13 @@ class Ablation:
         record = {**record, "seconds": time.perf_counter() - t}
         self.ran.append(folder.name)
         return self.store.finish(folder, record)
+
+
+def table_pairs(name: str, datasets: list[Dataset]) -> list[tuple[Dataset, Dataset]]:
+    """The (source, target) pairs of a table: every ordered pair for ood, else (d, d)."""
+    if name == "ood":
+        return [(s, t) for s in datasets for t in datasets if s != t]
+    return [(d, d) for d in datasets]
 
 
 def _fits(row: Row, cfg: AblationConfig) -> bool:

@@ -11,6 +11,7 @@ edit or replace it and the runs that read it are redone.
 import hashlib
 import json
 import os
+import socket
 from pathlib import Path
 
 from ..atomic import atomic_open
@@ -39,9 +40,14 @@ class Store:
 
     def run_dir(self, kind: str, name: str, key: dict) -> Path:
         folder = self.root / "runs" / f"{kind}-{_safe(name)}-{digest(key)}"
-        if not (folder / "settings.json").exists():
-            with atomic_open(folder / "settings.json", "w", encoding="utf-8") as f:
-                json.dump(key, f, indent=2, sort_keys=True, default=str)
+        path = folder / "settings.json"
+        if not path.exists():
+            # several processes (`schedule.py`) may write it at once: each through its own
+            # temporary name (atomic_open's is shared), all with the same content
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f"settings.json.{socket.gethostname()}-{os.getpid()}.partial"
+            tmp.write_text(json.dumps(key, indent=2, sort_keys=True, default=str), "utf-8")
+            os.replace(tmp, path)
         return folder
 
     @staticmethod
