@@ -162,6 +162,17 @@ class _SplitDecoder(torch.autograd.Function):
         return dE, None, split_weight_grad(dHE.contiguous(), E, dGC.contiguous(), C)
 
 
+@torch.library.custom_op("diffatr::materialize", mutates_args=())
+def materialize(x: torch.Tensor) -> torch.Tensor:
+    """A copy of x through an op opaque to inductor, so x is computed once into a buffer."""
+    return x.clone()
+
+
+@materialize.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
 def _masked_sum(X: torch.Tensor, Y: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     """sum_j [X_b + Y_j > 0] G_bj, (G, B, 2D), for X (G, B, 2D), Y (G, N, 2D), G (G, B, N)."""
     Z = X.unsqueeze(2) + Y.unsqueeze(1)  # (G, B, N, 2D)
@@ -181,6 +192,10 @@ class _PairLogits(torch.autograd.Function):
     @staticmethod
     def backward(ctx, G):
         HE, GC, w2 = ctx.saved_tensors
+        # G (the cross-entropy's backward, ~30 operators per element) as a (G, B, N) buffer:
+        # inlined into the (G, B, N, 2D) sums below it would make inductor write those to
+        # memory instead of fusing them
+        G = materialize(G)
         # dHE sums relu'(Z) G over the candidates, dGC over the queries: written as the same
         # sum with the roles swapped (GC_j + HE_b == HE_b + GC_j exactly), so inductor emits
         # three reductions that each recompute Z from the small HE and GC, instead of writing
