@@ -25,6 +25,11 @@ process per step (on one thread, robust to time the other processes take from it
     python bench/bench_step.py                         # this tree, 1 and 2 threads, contended
     python bench/bench_step.py --against 9f26041 --rounds 2 --steps 60
     python bench/bench_step.py --epochs                # also train-head's epoch 1 vs epoch 2
+    python bench/bench_step.py --against 9f26041 --in-process 10   # CPU time, one process
+
+`--in-process` compares this tree's compiled forward + backward and optimiser step with those
+of the commit's `stacked.py` and `optim.py` (loaded beside them) in one process on one thread,
+alternating, in CPU time of the thread: usable on a loaded machine, where wall times are not.
 """
 
 import argparse
@@ -157,6 +162,76 @@ def run_child(package: Path, condition: str, steps: int, cwd: Path) -> dict:
     return result
 
 
+def old_modules(commit: str, tmp: Path):
+    """`stacked.py` and `optim.py` of `commit`, importable beside this tree's: their relative
+    imports made absolute (this tree's helpers) and their custom ops renamed."""
+    import importlib.util
+
+    mods = []
+    for name in ("stacked", "optim"):
+        src = subprocess.run(
+            ["git", "show", f"{commit}:diffatr/diffusion_head/{name}.py"], check=True,
+            capture_output=True, text=True, cwd=ROOT,
+        ).stdout  # fmt: skip
+        src = src.replace("from ..", "from diffatr.").replace(
+            "from .", "from diffatr.diffusion_head."
+        )
+        src = src.replace('"diffatr::', '"diffatr_against::')
+        path = tmp / f"against_{name}.py"
+        path.write_text(src)
+        spec = importlib.util.spec_from_file_location(f"against_{name}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        mods.append(mod)
+    return mods
+
+
+def in_process(commit: str, rounds: int, tmp: Path) -> None:
+    """This tree's compiled forward + backward and optimiser step against `commit`'s, in one
+    process on one thread, alternating every 6 steps; CPU time of the thread per step."""
+    import torch
+
+    from diffatr.device import flush_denormal
+    from diffatr.diffusion_head import HeadConfig, optim, stacked
+    from diffatr.diffusion_head.trainer import HeadTrainer
+    from diffatr.malloc import retained_memory
+
+    torch.set_num_threads(1)
+    old_stacked, old_optim = old_modules(commit, tmp)
+    cfg = HeadConfig()
+    trainer = HeadTrainer(512, cfg, total_steps=1_000_000)
+    g = torch.Generator().manual_seed(0)
+    text, audio = torch.randn(32, 512, generator=g), torch.randn(32, 512, generator=g)
+    k, eps = trainer._draws(32, g)
+    args = (trainer.pair.step_table, torch.stack([text, audio]), torch.stack([audio, text]), k,
+            eps, trainer.abar, cfg.logit_scale)  # fmt: skip
+    leaves = trainer.pair.leaves
+    ema = [x.detach().clone() for x in leaves]
+    paths = {}
+    for name, st, op in (("this tree", stacked, optim), (commit, old_stacked, old_optim)):
+        opt = op.FusedAdamWEMA(leaves, [e.clone() for e in ema], cfg.weight_decay, cfg.grad_clip,
+                               cfg.ema)  # fmt: skip
+        paths[name] = (torch.compile(st.group_losses, dynamic=False), opt)
+    times = {(name, part): [] for name in paths for part in ("fwd+bwd", "optimiser")}
+    with flush_denormal(), retained_memory():
+        for r in range(rounds + 1):  # round 0 compiles and warms up, untimed
+            for name in list(paths)[:: 1 if r % 2 else -1]:
+                losses, opt = paths[name]
+                for _ in range(6):
+                    c0 = time.thread_time()
+                    losses(trainer.pair.params, *args).sum().backward()
+                    c1 = time.thread_time()
+                    opt.step([1e-6])
+                    c2 = time.thread_time()
+                    if r:
+                        times[(name, "fwd+bwd")].append(c1 - c0)
+                        times[(name, "optimiser")].append(c2 - c1)
+    print(f"in one process, 1 thread, CPU ms per step (median / min of {6 * rounds}):")
+    for (name, part), t in times.items():
+        t.sort()
+        print(f"  {name[:10]:<10} {part:<10} {1000 * t[len(t) // 2]:6.2f} / {1000 * t[0]:6.2f}")
+
+
 def epochs(tmp: Path) -> None:
     """`diffatr train-head` on 8,000 pairs, two epochs, from the shell: the printed epoch times."""
     from diffatr.cache import SyntheticConfig, make_synthetic
@@ -183,6 +258,10 @@ def main() -> None:
     parser.add_argument("--conditions", default=",".join(CONDITIONS))
     parser.add_argument("--against", default=None, help="a git commit: also time its diffatr")
     parser.add_argument("--epochs", action="store_true", help="also time train-head's epochs")
+    parser.add_argument(
+        "--in-process", type=int, default=0, metavar="ROUNDS",
+        help="with --against: only the in-process CPU-time comparison, this many rounds",
+    )  # fmt: skip
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--contended", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -190,6 +269,11 @@ def main() -> None:
         worker(args.steps, args.contended)
         return
     print(f"{os.cpu_count()} CPUs; load average at start {os.getloadavg()}")
+    if args.in_process and args.against:
+        with tempfile.TemporaryDirectory() as tmp:
+            in_process(args.against, args.in_process, Path(tmp))
+        print(f"load average at end {os.getloadavg()}")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         packages = {"this tree": ROOT}
         if args.against:
