@@ -25,6 +25,7 @@ process per step (on one thread, robust to time the other processes take from it
     python bench/bench_step.py                         # this tree, 1 and 2 threads, contended
     python bench/bench_step.py --against 9f26041 --rounds 2 --steps 60
     python bench/bench_step.py --epochs                # also train-head's epoch 1 vs epoch 2
+    python bench/bench_step.py --epochs --conditions ""    # train-head's epochs only
     python bench/bench_step.py --against 9f26041 --in-process 10   # CPU time, one process
 
 `--in-process` compares this tree's compiled forward + backward and optimiser step with those
@@ -285,12 +286,14 @@ def main() -> None:
             )  # fmt: skip
             subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
             packages[args.against] = old
-        print(f"ms per step (median / mean of {args.steps}); floor = bytes / copy bandwidth + "
-              "FLOPs / matrix rate, measured in the same child")  # fmt: skip
-        head = f"{'condition':<15} {'package':<10} {'step':>15} {'floor':>6} {'ratio':>6}"
-        print(f"{head} {'GB/s':>5} {'GFLOP/s':>7} {'warm-up':>8} {'CPU':>6}  beside a competitor")
+        if args.conditions:
+            print(f"ms per step (median / mean of {args.steps}); floor = bytes / copy bandwidth "
+                  "+ FLOPs / matrix rate, measured in the same child")  # fmt: skip
+            head = f"{'condition':<15} {'package':<10} {'step':>15} {'floor':>6} {'ratio':>6}"
+            print(f"{head} {'GB/s':>5} {'GFLOP/s':>7} {'warm-up':>8} {'CPU':>6}  beside a "
+                  "competitor")  # fmt: skip
         for _ in range(args.rounds):
-            for condition in args.conditions.split(","):
+            for condition in filter(None, args.conditions.split(",")):
                 for name, package in packages.items():
                     r = run_child(package, condition, args.steps, Path(tmp))
                     q = r["quiet"]
@@ -308,8 +311,9 @@ def main() -> None:
                             f"{q['threads_at_end']} -> {c['threads_at_end']})"
                         )
                     print(line, flush=True)
-        print(f"parameters {r['params']:,}, bytes {r['bytes'] / 1e6:.0f} MB, "
-              f"FLOPs {r['flops'] / 1e9:.2f} G per step")  # fmt: skip
+        if args.conditions:
+            print(f"parameters {r['params']:,}, bytes {r['bytes'] / 1e6:.0f} MB, "
+                  f"FLOPs {r['flops'] / 1e9:.2f} G per step")  # fmt: skip
         if args.epochs:
             epochs(Path(tmp))
     print(f"load average at end {os.getloadavg()}")
