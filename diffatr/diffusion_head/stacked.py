@@ -192,7 +192,7 @@ class _PairLogits(torch.autograd.Function):
     @staticmethod
     def backward(ctx, G):
         HE, GC, w2 = ctx.saved_tensors
-        # G (the cross-entropy's backward, ~30 operators per element) as a (G, B, N) buffer:
+        # G (the cross-entropy's backward, a dozen operators and more per element) as a buffer:
         # inlined into the (G, B, N, 2D) sums below it would make inductor write those to
         # memory instead of fusing them
         G = materialize(G)
