@@ -13,6 +13,12 @@ torch.compile'd loop per tensor (plus one pass for the norm). The formulas are t
 
 `torch.optim.AdamW` with `clip_grad_norm_` and the EMA loop is the oracle in the tests and the
 path taken when compiling is off or fails.
+
+Memory: the step reads each gradient twice (the norm must be known before the first weight
+changes) and reads and writes each weight, both moments and the EMA once; the moments live in
+one contiguous buffer each. The norm is summed in a fixed partition (`NORM_CHUNKS` pieces per
+tensor and head, then the pieces in order), so its bits, and so the whole step's, are not left
+to how a compiler splits a reduction across threads (the update itself is elementwise).
 """
 
 import math
@@ -23,20 +29,33 @@ from ..compiling import is_compile_failure, warn_fallback
 
 BETAS = (0.9, 0.999)  # torch.optim.AdamW's defaults, as method.md's optimiser uses
 EPS = 1e-8
+NORM_CHUNKS = 64  # pieces per tensor and head: enough rows for every thread, a fixed order
 
 
 def _sum_squares(grads: list[torch.Tensor], heads: int) -> torch.Tensor:
-    """Each head's sum of squared gradients over all its rows, (heads,)."""
-    return torch.stack([(g * g).reshape(heads, -1).sum(1) for g in grads]).sum(0)
+    """Each head's sum of squared gradients over all its rows, (heads,).
+
+    Each tensor's rows of a head are cut into c equal pieces (c divides their size, at most
+    NORM_CHUNKS), each piece summed alone, then the c sums: the order of the additions is set
+    by the shapes, and the threads share out whole pieces, rather than left to how inductor
+    splits one sum of millions of elements (which may depend on the thread count; with torch
+    2.13 the single sum measured the same bits on 1 and 2 threads, and so does this one)."""
+    parts = []
+    for g in grads:
+        n = g.numel() // heads
+        c = math.gcd(n, NORM_CHUNKS)
+        parts.append((g * g).reshape(heads, c, n // c).sum(2).sum(1))  # (heads,)
+    return torch.stack(parts).sum(0)
 
 
 def _rows(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """A per-row vector (R,) shaped to broadcast over p (R, ...)."""
-    return x.view(-1, *([1] * (p.dim() - 1)))
+    """A per-head vector (H,) as one value per row of p (R, ...), R = H * rows, broadcastable."""
+    rows = p.shape[0] // x.shape[0]
+    return x.unsqueeze(1).expand(-1, rows).reshape(-1, *([1] * (p.dim() - 1)))
 
 
 def _update(params, grads, exp_avg, exp_avg_sq, ema, decays, lr, coef, step, bc2_sqrt, ema_decay):
-    """lr, coef, step = lr / (1 - beta1^t) and bc2_sqrt: one value per row, (R,)."""
+    """lr, coef, step = lr / (1 - beta1^t) and bc2_sqrt: one value per head, (H,)."""
     beta1, beta2 = BETAS
     for p, g, m, v, e, wd in zip(params, grads, exp_avg, exp_avg_sq, ema, decays, strict=True):
         g = g * _rows(coef, p)
@@ -46,6 +65,16 @@ def _update(params, grads, exp_avg, exp_avg_sq, ema, decays, lr, coef, step, bc2
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         p.sub_(m / (v.sqrt() / _rows(bc2_sqrt, p) + EPS) * _rows(step, p))
         e.mul_(ema_decay).add_(p * (1 - ema_decay))
+
+
+def _flat_zeros(like: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Zeroed tensors shaped as `like`, views into one contiguous buffer."""
+    flat = like[0].new_zeros(sum(p.numel() for p in like))
+    views, start = [], 0
+    for p in like:
+        views.append(flat[start : start + p.numel()].view(p.shape))
+        start += p.numel()
+    return views
 
 
 _COMPILED: list = []
@@ -90,8 +119,8 @@ class FusedAdamWEMA:
     ):
         self.params, self.ema, self.heads = params, ema, heads
         self.decays = [weight_decay if p.dim() - stacked_dims >= 2 else 0.0 for p in params]
-        self.exp_avg = [torch.zeros_like(p) for p in params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+        self.exp_avg = _flat_zeros(params)  # views into one buffer each
+        self.exp_avg_sq = _flat_zeros(params)
         self.max_norm, self.ema_decay = max_norm, ema_decay
         self.steps = [0] * heads  # each head's step count t
         self.compiled = compiled
@@ -142,19 +171,15 @@ class FusedAdamWEMA:
 
     def _apply(self, tensors, lrs: list[float], t: list[int], n: int, norm_fn, update) -> None:
         params, grads, exp_avg, exp_avg_sq, ema = tensors
-        device = params[0].device
-        per_row = params[0].shape[0] // n
-
-        def row_vector(values: list[float]) -> torch.Tensor:
-            # per-step scalars as tensors: a changed Python float would mean a recompile
-            x = torch.tensor(values, dtype=torch.float64).repeat_interleave(per_row)
-            return x.to(device=device, dtype=params[0].dtype)
-
         step = [lr / (1 - BETAS[0] ** s) for lr, s in zip(lrs, t, strict=True)]
         bc2_sqrt = [math.sqrt(1 - BETAS[1] ** s) for s in t]
+        # per-step scalars as tensors (a changed Python float would mean a recompile), rounded
+        # from float64 to the weights' dtype once
+        scalars = torch.tensor([lrs, step, bc2_sqrt], dtype=torch.float64)  # (3, n)
+        lr, step_size, bc2 = scalars.to(device=params[0].device, dtype=params[0].dtype)
         norm = norm_fn(grads, n).sqrt()  # (n,)
-        coef = torch.clamp(self.max_norm / (norm + 1e-6), max=1.0).repeat_interleave(per_row)
+        coef = torch.clamp(self.max_norm / (norm + 1e-6), max=1.0)
         update(
             params, grads, exp_avg, exp_avg_sq, ema, self.decays,
-            row_vector(lrs), coef, row_vector(step), row_vector(bc2_sqrt), self.ema_decay,
+            lr, coef, step_size, bc2, self.ema_decay,
         )  # fmt: skip

@@ -75,7 +75,7 @@ def group_losses(
     pj = pj + P["time_mlp.2.bias"].unsqueeze(1)  # (G, B, D)
     Q = linear(query + pj, "q_proj.weight")  # (G, B, D)
     KC = linear(cand, "k_proj.weight")  # (G, N, D)
-    V = linear(torch.cat([cand, pj], dim=1), "v_proj.weight")  # [VC; W_V pj], (G, N + B, D)
+    V = _LinearTail.apply(cand, pj, P["v_proj.weight"])  # [VC; W_V pj], (G, N + B, D)
     A = torch.softmax(torch.bmm(Q, KC.transpose(1, 2)) + x_k, dim=-1)  # (G, B, N)
     E = linear(torch.bmm(A, V[:, :N]) + V[:, N:], "out_proj.weight", "out_proj.bias")  # (G, B, D)
     HE, GC = _SplitDecoder.apply(E, cand, P["decoder.0.weight"])  # (G, B | N, 2D)
@@ -106,6 +106,24 @@ class _Linear(torch.autograd.Function):
         x, W = ctx.saved_tensors
         dx = torch.bmm(g, W) if ctx.needs_input_grad[0] else None
         return dx, torch.bmm(g.transpose(1, 2), x)
+
+
+class _LinearTail(torch.autograd.Function):
+    """[C; X] (G, N + R, in) @ W^T for constant C and trainable X in one bmm; the backward
+    computes dX for X's rows only (dC would be N rows of matrix product thrown away)."""
+
+    @staticmethod
+    def forward(ctx, C, X, W):
+        x = torch.cat([C, X], dim=1)  # (G, N + R, in)
+        ctx.save_for_backward(x, W)
+        ctx.n = C.shape[1]
+        return torch.bmm(x, W.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, g):
+        x, W = ctx.saved_tensors
+        dX = torch.bmm(g[:, ctx.n :], W) if ctx.needs_input_grad[1] else None
+        return None, dX, torch.bmm(g.transpose(1, 2), x)
 
 
 @torch.library.custom_op("diffatr::split_weight_grad", mutates_args=())
@@ -144,6 +162,23 @@ class _SplitDecoder(torch.autograd.Function):
         return dE, None, split_weight_grad(dHE.contiguous(), E, dGC.contiguous(), C)
 
 
+@torch.library.custom_op("diffatr::materialize", mutates_args=())
+def materialize(x: torch.Tensor) -> torch.Tensor:
+    """A copy of x through an op opaque to inductor, so x is computed once into a buffer."""
+    return x.clone()
+
+
+@materialize.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+def _masked_sum(X: torch.Tensor, Y: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+    """sum_j [X_b + Y_j > 0] G_bj, (G, B, 2D), for X (G, B, 2D), Y (G, N, 2D), G (G, B, N)."""
+    Z = X.unsqueeze(2) + Y.unsqueeze(1)  # (G, B, N, 2D)
+    return ((Z > 0).to(Z.dtype) * G.unsqueeze(-1)).sum(2)
+
+
 class _PairLogits(torch.autograd.Function):
     """logit_bj = w2 . relu(HE_b + GC_j) for every pair, (G, B, N), without keeping the
     (G, B, N, 2D) activations for the backward pass: it recomputes them."""
@@ -157,10 +192,18 @@ class _PairLogits(torch.autograd.Function):
     @staticmethod
     def backward(ctx, G):
         HE, GC, w2 = ctx.saved_tensors
-        Z = HE.unsqueeze(2) + GC.unsqueeze(1)  # (G, B, N, 2D)
-        M = (Z > 0).to(Z.dtype) * G.unsqueeze(-1)  # dlogit * relu'(Z)
-        dw2 = (torch.relu(Z) * G.unsqueeze(-1)).sum((1, 2))
-        return M.sum(2) * w2.unsqueeze(1), M.sum(1) * w2.unsqueeze(1), dw2
+        # G (the cross-entropy's backward, a dozen operators and more per element) as a buffer:
+        # inlined into the (G, B, N, 2D) sums below it would make inductor write those to
+        # memory instead of fusing them
+        G = materialize(G)
+        # dHE sums relu'(Z) G over the candidates, dGC over the queries: written as the same
+        # sum with the roles swapped (GC_j + HE_b == HE_b + GC_j exactly), so inductor emits
+        # three reductions that each recompute Z from the small HE and GC, instead of writing
+        # the (G, B, N, 2D) mask product to memory and reading it back twice
+        dHE = _masked_sum(HE, GC, G) * w2.unsqueeze(1)
+        dGC = _masked_sum(GC, HE, G.transpose(1, 2)) * w2.unsqueeze(1)
+        dw2 = (torch.relu(HE.unsqueeze(2) + GC.unsqueeze(1)) * G.unsqueeze(-1)).sum((1, 2))
+        return dHE, dGC, dw2
 
 
 _COMPILED: list = []
