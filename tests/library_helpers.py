@@ -92,8 +92,9 @@ def captioned_cache(lib: Path, out: Path, model: Path, text: Path) -> Path:
     rows += [f"{name},{caps[0]},{caps[-1] if len(caps) > 1 else ''}" for name, caps in
              CAPTIONS.items()]  # fmt: skip
     csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    args = ["extract", str(csv), "--audio-dir", str(lib), "--out", str(out), "--joint-model",
-            str(model), "--text-encoder", str(text), "--workers", "0", "--device", "cpu"]  # fmt: skip
+    args = ["extract", str(csv), "--audio-dir", str(lib), "--out", str(out),
+            "--joint-model", str(model), "--text-encoder", str(text), "--workers", "0",
+            "--device", "cpu"]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     return out

@@ -5,6 +5,7 @@ output, a FAISS index beside the cache (used, checked, built on request), and re
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,14 +107,13 @@ def test_a_changed_model_file_is_refused(lib, tmp_path):
     with Cache(cache) as c:
         config = json.loads(c.attrs["extract_config"])
     model = config["joint"]["model"]
-    saved = open(model, "rb").read()
+    saved = Path(model).read_bytes()
     try:
         with open(model, "ab") as f:
             f.write(b"\0")
         result = _run(cache, "--audio-example", lib["folder"] / "dog.wav")
     finally:
-        with open(model, "wb") as f:
-            f.write(saved)
+        Path(model).write_bytes(saved)
     assert result.exit_code == 1, result.output
     assert "sha256" in result.output and "Traceback" not in result.output
 
