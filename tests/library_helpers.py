@@ -1,5 +1,6 @@
 """A small sound library on disk (distinct synthetic sounds in several formats, in sub-folders),
-and a tiny WavCaps-layout joint model to index it with, shared by the search and serve tests."""
+and a tiny WavCaps-layout joint model to index it with, shared by the search and serve tests
+(built once per session: conftest's `library` fixture)."""
 
 from pathlib import Path
 
@@ -98,3 +99,12 @@ def captioned_cache(lib: Path, out: Path, model: Path, text: Path) -> Path:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     return out
+
+
+def build_library(root: Path) -> dict:
+    """{"root", "folder", "model", "text", "cache"}: the library indexed with the tiny model
+    (conftest's session-wide `library` fixture)."""
+    folder = make_library(root)
+    model, text = make_model(root, folder)
+    cache = index_library(folder, root / "lib.h5", model, text)
+    return {"root": root, "folder": folder, "model": model, "text": text, "cache": cache}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from library_helpers import SOUNDS, captioned_cache, index_library, make_library, make_model
+from library_helpers import SOUNDS, captioned_cache
 
 from diffatr.cache import Cache
 from diffatr.cli import main
@@ -20,13 +20,9 @@ from diffatr.experiments.audio_query import AudioQueryEncoder
 from diffatr.experiments.search import SearchConfig, Searcher
 
 
-@pytest.fixture(scope="module")
-def lib(tmp_path_factory):
-    root = tmp_path_factory.mktemp("library")
-    folder = make_library(root)
-    model, text = make_model(root, folder)
-    cache = index_library(folder, root / "lib.h5", model, text)
-    return {"root": root, "folder": folder, "model": model, "text": text, "cache": cache}
+@pytest.fixture
+def lib(library):
+    return library
 
 
 def _run(*args):

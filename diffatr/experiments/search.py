@@ -97,7 +97,9 @@ def _library_text_encoder(cache: Cache, cfg: SearchConfig, device: str) -> Query
 
 class Searcher:
     """One cache, its encoders, head and index, loaded once; `search` answers many times.
-    `text` / `audio`: build the text query encoder / the audio example encoder."""
+    `text` / `audio`: build the text query encoder / the audio example encoder; `lenient`:
+    a side that cannot be built is left out, its reason in `refused` (the server starts with
+    what works)."""
 
     def __init__(
         self,
@@ -106,6 +108,7 @@ class Searcher:
         *,
         text: bool = True,
         audio: bool = False,
+        lenient: bool = False,
     ):
         if cfg.k < 1:
             raise UserError(f"--k {cfg.k}: must be at least 1")
@@ -114,17 +117,14 @@ class Searcher:
         self.cache_path, self.cfg = str(cache_path), cfg
         self.device = resolve_device(cfg.device)
         self.text_encoder = self.audio_encoder = self.head = self.index = None
+        self.refused: dict[str, str] = {}  # side -> why it cannot be searched (lenient)
         with Cache(cache_path) as cache:
             if text:
-                self.text_encoder = (
-                    query_encoder(cache, cfg.text_encoder, cfg.pooling, cfg.proj, str(self.device))
-                    if cache.has("text")
-                    else _library_text_encoder(cache, cfg, str(self.device))
-                )
+                self.text_encoder = self._side("text", lenient, self._text_side, cache)
             if audio:
-                from .audio_query import AudioQueryEncoder
-
-                self.audio_encoder = AudioQueryEncoder(cache, str(self.device))
+                self.audio_encoder = self._side("audio", lenient, self._audio_side, cache)
+            if lenient and self.text_encoder is None and self.audio_encoder is None:
+                raise UserError("; ".join(self.refused.values()))
             self.ids = cache.audio_ids()
             self.audio = torch.from_numpy(cache.embeddings("audio")[:]).float()  # (Na, Da)
             self.captions = self._captions(cache)
@@ -141,6 +141,26 @@ class Searcher:
             self._load_head()
 
     # -- loading ---------------------------------------------------------------------------
+    def _side(self, side: str, lenient: bool, build, cache: Cache):
+        try:
+            return build(cache)
+        except UserError as e:
+            if not lenient:
+                raise
+            self.refused[side] = str(e)
+            return None
+
+    def _text_side(self, cache: Cache) -> QueryEncoder:
+        cfg, device = self.cfg, str(self.device)
+        if cache.has("text"):
+            return query_encoder(cache, cfg.text_encoder, cfg.pooling, cfg.proj, device)
+        return _library_text_encoder(cache, cfg, device)
+
+    def _audio_side(self, cache: Cache):
+        from .audio_query import AudioQueryEncoder
+
+        return AudioQueryEncoder(cache, str(self.device))
+
     @staticmethod
     def _captions(cache: Cache) -> list[list[str]] | None:
         if not cache.has("text"):
@@ -197,10 +217,10 @@ class Searcher:
             )
         self.rerank = RerankConfig(topk=self.cfg.topk, compiled=False)
 
-    @property
-    def describe(self) -> str:
-        sides = [e.describe for e in (self.text_encoder, self.audio_encoder) if e is not None]
-        return "; ".join(sides)
+    def describe(self, text: bool = True, audio: bool = True) -> str:
+        """The encoders of the query kinds asked for (of those this searcher has)."""
+        sides = [(text, self.text_encoder), (audio, self.audio_encoder)]
+        return "; ".join(e.describe for wanted, e in sides if wanted and e is not None)
 
     @property
     def ranking(self) -> str:
@@ -229,9 +249,9 @@ class Searcher:
             )
         return q
 
-    def rank(self, q: torch.Tensor, rerank: bool) -> tuple[np.ndarray, np.ndarray]:
+    def rank(self, q: torch.Tensor, rerank: bool, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores (Q, k), clip rows (Q, k)) of the best k clips per query vector."""
-        k = min(self.cfg.k, len(self.ids))
+        k = min(k, len(self.ids))
         if rerank and self.head is not None:
             from ..diffusion_head.rerank import DiffusionScores
 
@@ -261,11 +281,16 @@ class Searcher:
         return hits
 
     @torch.no_grad()
-    def search(self, queries: list[str] = (), examples: list[str] = (), labels=None) -> dict:
+    def search(
+        self, queries: list[str] = (), examples: list[str] = (), labels=None, k: int = 0
+    ) -> dict:
         """{"cache", "encoder", "ranking", "index", "results": [{"query", "kind", "hits":
         [{rank, clip_id, score, path?, captions?}]}]}: text queries, then audio examples
-        (shown as `labels`, default their paths)."""
+        (shown as `labels`, default their paths); `k` (0 = the config's) clips each."""
         queries, examples = list(queries), list(examples)
+        k = k or self.cfg.k
+        if k < 1:
+            raise UserError(f"k {k}: must be at least 1")
         if queries:
             check_queries(queries)
         if not queries and not examples:
@@ -278,13 +303,13 @@ class Searcher:
             if not items:
                 continue
             # The head was trained to denoise towards captions: it re-ranks text queries only.
-            scores, rows = self.rank(embed(items), rerank=kind == "text")
+            scores, rows = self.rank(embed(items), rerank=kind == "text", k=k)
             shown = items if kind == "text" or labels is None else list(labels)
             for item, s, r in zip(shown, scores, rows, strict=True):
                 results.append({"query": item, "kind": kind, "hits": self._hits(s, r)})
         return {
             "cache": self.cache_path,
-            "encoder": self.describe,
+            "encoder": self.describe(bool(queries), bool(examples)),
             "ranking": self.ranking,
             "index": "faiss" if self.index is not None else "exact",
             "results": results,
