@@ -29,6 +29,7 @@ from ..cache import Cache
 from ..device import resolve_device
 from ..errors import UserError
 from ..evaluate.similarity import CosineScores
+from ..evaluate.topk import topk_indices
 from ..extract.caption_files import AudioResolver, audio_candidates
 from .query_encoder import QueryEncoder, query_encoder
 
@@ -262,10 +263,10 @@ class Searcher:
 
             found, rows = self.index.search(unit_rows(q.cpu().numpy()), k)
             return found, rows
-        else:
-            rows = CosineScores(q, self.scores.audio, self.device).t2a(0, len(q)).float().cpu()
-        order = torch.sort(rows, dim=1, descending=True, stable=True).indices[:, :k]
-        return rows.gather(1, order).numpy(), order.numpy()
+        else:  # the clips were normalised once, at start
+            rows = CosineScores(q, self.audio[:0], self.device).text @ self.scores.audio.T
+        order = topk_indices(rows, k).cpu()  # stable: ties by clip order
+        return rows.cpu().gather(1, order).float().numpy(), order.numpy()
 
     def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[dict]:
         hits = []
