@@ -16,7 +16,9 @@ from .options import CACHE
     "[default: a folder index's own folder].",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port."
+)
 @click.option(
     "--text-encoder", default="", help="Embed queries with this model [default: the cache's]."
 )
@@ -24,7 +26,13 @@ from .options import CACHE
 @click.option(
     "--head", type=click.Path(dir_okay=False), default=None, help="Re-rank text queries with it."
 )
-@click.option("--topk", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option(
+    "--topk",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="With --head: candidates re-ranked per query.",
+)
 @click.option(
     "--max-upload-mb",
     type=click.FloatRange(min=0, min_open=True),

@@ -311,7 +311,7 @@ class Searcher:
         return {
             "cache": self.cache_path,
             "encoder": self.describe(bool(queries), bool(examples)),
-            "ranking": self.ranking,
+            "ranking": self.ranking if queries else "cosine",  # the head ranks text only
             "index": "faiss" if self.index is not None else "exact",
             "results": results,
         }
