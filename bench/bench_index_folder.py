@@ -6,20 +6,26 @@ Synthesises --files short clips (1 to 2 s in 0.25 s steps, noise plus tones) as 
 
   listing   `extract.folder.library_files`: the recursive walk alone
   index     the whole `extract(None, DIR, OUT, cfg)` run: listing, decoding and resampling in
-            --workers DataLoader processes, CNN14 with random weights (random:0, nothing is
-            downloaded) in batches of equal-length clips, parts, merge
+            --workers DataLoader processes, the encoder in batches of equal-length clips, parts,
+            merge. --encoder cnn14: CNN14 with random weights (random:0, nothing is
+            downloaded); --encoder tiny-joint: the tests' tiny WavCaps-layout joint model
+            (tests/joint_helpers.py, random weights), which measures the pipeline rather than
+            the network
 
 and checks the cache holds one row per file, in sorted path order. The load average
 (/proc/loadavg) is printed at the start and the end: the machine is shared.
 
     python bench/bench_index_folder.py                 # 1,000 files, the docs' numbers
     python bench/bench_index_folder.py --files 64      # a quick look
+    python bench/bench_index_folder.py --encoder tiny-joint
 """
 
 import argparse
 import os
+import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +34,7 @@ import soundfile as sf
 from diffatr.cache import Cache
 from diffatr.extract import AudioEncoderConfig, ExtractConfig, extract
 from diffatr.extract.folder import library_files
+from diffatr.extract.joint import JointConfig
 
 FORMATS = ((".wav", 32000), (".flac", 44100), (".ogg", 48000))
 
@@ -57,6 +64,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--encoder", choices=["cnn14", "tiny-joint"], default="cnn14")
     args = ap.parse_args()
     print(f"load average at start: {loadavg()}; {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp:
@@ -69,8 +77,21 @@ def main() -> None:
         files = library_files(root)
         listing = time.perf_counter() - t0
 
+        if args.encoder == "cnn14":
+            audio = AudioEncoderConfig(checkpoint="random:0", precision=args.precision)
+            joint = JointConfig()
+        else:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+            from joint_helpers import text_folder, tiny_bert, wavcaps_checkpoint
+
+            model = Path(tmp) / "wavcaps_tiny.pt"
+            wavcaps_checkpoint(model)
+            text = text_folder(Path(tmp), tiny_bert())
+            audio = AudioEncoderConfig(precision=args.precision)
+            joint = JointConfig(model=str(model), text_encoder=str(text))
         cfg = ExtractConfig(
-            audio=AudioEncoderConfig(checkpoint="random:0", precision=args.precision, device="cpu"),
+            audio=replace(audio, device="cpu"),
+            joint=joint,
             audio_only=True,
             batch_size=args.batch_size,
             workers=args.workers,
@@ -85,7 +106,8 @@ def main() -> None:
         assert ids == [clip_id for clip_id, _ in files], "the cache's rows are not the files"
         assert summary.clips == args.files and summary.clips_skipped == 0
     print("\n| step | files | seconds | files/s | ms/file |\n|---|---:|---:|---:|---:|")
-    for name, s in (("listing", listing), (f"index ({args.precision})", seconds)):
+    index = f"index ({args.encoder}, {args.precision})"
+    for name, s in (("listing", listing), (index, seconds)):
         rate, per_file = args.files / s, 1e3 * s / args.files
         print(f"| {name} | {args.files} | {s:.2f} | {rate:,.1f} | {per_file:.2f} |")
     print(f"\ncache: {rows[0]} x {rows[1]} rows; load average at end: {loadavg()}")
