@@ -161,3 +161,30 @@ def test_faiss_index_beside_the_cache(lib, tmp_path):
     stale = _run(cache, *examples)
     assert stale.exit_code == 1 and "does not match" in stale.output, stale.output
     assert "rows_sha256" in stale.output
+
+
+def test_a_backbone_index_searched_by_example(lib, tmp_path):
+    """CNN14 (random:0 weights) features: the example goes through the PANNs encoder the cache
+    records; words are refused (no text side), by name."""
+    from diffatr.extract import AudioEncoderConfig, ExtractConfig, extract
+
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for name in ("dog.wav", "rain.flac", "engine/car.flac"):
+        (folder / name).parent.mkdir(exist_ok=True)
+        shutil.copy(lib["folder"] / name, folder / name)
+    cfg = ExtractConfig(
+        audio=AudioEncoderConfig(checkpoint="random:0", device="cpu"), audio_only=True, workers=0
+    )
+    cache = tmp_path / "panns.h5"
+    extract(None, folder, cache, cfg, progress=False)
+    searcher = Searcher(str(cache), SearchConfig(k=3), text=False, audio=True)
+    with Cache(cache) as c:
+        stored = c.embeddings("audio")[:]
+    names = ["dog.wav", "engine/car.flac", "rain.flac"]
+    got = searcher.audio_encoder.encode([str(folder / n) for n in names]).numpy()
+    np.testing.assert_allclose(got, stored, rtol=1e-4, atol=1e-4)
+    found = searcher.search(examples=[str(folder / n) for n in names])
+    assert [r["hits"][0]["clip_id"] for r in found["results"]] == names
+    words = _run(cache, "a dog barks")
+    assert words.exit_code == 1 and "no text side" in words.output
