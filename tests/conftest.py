@@ -1,5 +1,5 @@
 """Test-wide settings: no model hub access (a hub name fails at once instead of retrying),
-and a fixture for modules of tiny tensor ops."""
+a fixture for modules of tiny tensor ops, and a small indexed sound library."""
 
 import os
 
@@ -16,3 +16,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def library(tmp_path_factory):
+    """A sound library indexed with a tiny joint model (`library_helpers.build_library`)."""
+    from library_helpers import build_library
+
+    return build_library(tmp_path_factory.mktemp("library"))

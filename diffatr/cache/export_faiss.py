@@ -2,14 +2,17 @@
 modality over L2-normalised rows, searched by inner product (= cosine).
 
 Reads: a cache. Writes: `<stem>.<side>.faiss` (faiss.write_index) and `<stem>.<side>.ids.json`
-(the row -> id sidecar: {"modality", "metric", "index_factory", "ids", and for text
-"clip_ids"}), each atomically. Rows are added in chunks; an index that needs training (IVF,
-PQ, ...) is trained first on at most `TRAIN_ROWS` evenly spaced rows.
+(the row -> id sidecar: {"modality", "metric", "index_factory", "rows", "dim", "rows_sha256",
+"ids", and for text "clip_ids"}), each atomically. `rows_sha256` (sha256 of the float32 rows as
+stored, before normalising) lets `diffatr search` check that an index still matches its
+cache. Rows are added in chunks; an index that needs training (IVF, PQ, ...) is trained first on
+at most `TRAIN_ROWS` evenly spaced rows.
 
 Default index: "Flat" (exact search). Any `faiss.index_factory` string works with
 `--index-factory`, e.g. "IVF256,Flat" or "HNSW32".
 """
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -57,8 +60,10 @@ def write_faiss(
                     f"--index-factory {index_factory!r}: training on {len(sample)} rows failed "
                     f"({str(e).strip().splitlines()[-1]}); choose a smaller index"
                 ) from None
+        digest = hashlib.sha256()
         with Progress(total=n, desc=f"{side} -> faiss", unit="row", leave=False) as bar:
             for _, block in rows.chunks():
+                digest.update(np.ascontiguousarray(block, dtype="<f4").tobytes())
                 index.add(unit_rows(block))
                 bar.update(len(block))
         target = out / f"{stem}.{side}.faiss"
@@ -68,6 +73,9 @@ def write_faiss(
             "modality": side,
             "metric": "inner_product on L2-normalised rows (cosine)",
             "index_factory": index_factory,
+            "rows": n,
+            "dim": dim,
+            "rows_sha256": digest.hexdigest(),
         }
         if side == "audio":
             sidecar["ids"] = ids

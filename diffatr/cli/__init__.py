@@ -38,7 +38,7 @@ def main():
     """
 
 
-from . import ablate, cache, coattention, contrastive, demo, evaluate, extract, head, search  # noqa: E402  (they register on `main`)
+from . import ablate, cache, coattention, contrastive, demo, evaluate, extract, head, search, serve  # noqa: E402  (they register on `main`)
 
 __all__ = [
     "ablate",
@@ -51,4 +51,5 @@ __all__ = [
     "head",
     "main",
     "search",
+    "serve",
 ]

@@ -7,7 +7,7 @@ from .options import CACHE, given, trust_checkpoint_option
 
 
 @main.command(name="extract")
-@click.argument("captions", type=click.Path(dir_okay=False, exists=True))
+@click.argument("captions", type=click.Path(dir_okay=False, exists=True), required=False)
 @click.option(
     "--audio-dir",
     type=click.Path(file_okay=False),
@@ -120,7 +120,12 @@ from .options import CACHE, given, trust_checkpoint_option
     show_default=True,
     help="Stored embedding type (float16 halves the file).",
 )
-@click.option("--audio-only", is_flag=True, help="Encode the audio only (no /text group).")
+@click.option(
+    "--audio-only",
+    is_flag=True,
+    help="Encode the audio only (no /text group); without CAPTIONS: every audio file under "
+    "--audio-dir (recursively), a searchable sound library.",
+)
 @click.option(
     "--text-only",
     is_flag=True,
@@ -168,7 +173,8 @@ def extract_command(
     trust_checkpoint,
 ):
     """Encode CAPTIONS and the clips they name into the cache OUT (frozen PANNs + BERT, or
-    with --joint-model a contrastively trained model's joint space).
+    with --joint-model a contrastively trained model's joint space). Without CAPTIONS,
+    `--audio-only` indexes every audio file under --audio-dir (ids: paths relative to it).
 
     Bad clips (missing, unreadable, empty) are reported, listed in the cache's skipped_clips
     attribute and left out with their captions. Finished chunks are kept in OUT.parts/: if the

@@ -1,4 +1,4 @@
-"""`diffatr search`: rank a cache's clips for questions in words."""
+"""`diffatr search`: rank a cache's clips for questions in words or for example sounds."""
 
 import json
 
@@ -17,6 +17,13 @@ from .options import CACHE, trust_checkpoint_option
     type=click.Path(dir_okay=False),
     default=None,
     help="Read queries from this file, one a line (after any QUERY arguments).",
+)
+@click.option(
+    "--audio-example",
+    "examples",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="Find clips that sound like this file (embedded as the cache's clips were); repeatable.",
 )
 @click.option("--k", type=click.IntRange(min=1), default=10, show_default=True, help="Clips shown.")
 @click.option(
@@ -40,7 +47,7 @@ from .options import CACHE, trust_checkpoint_option
     "--head",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Diffusion-head checkpoint: re-rank each query's cosine top-k (--topk) with it.",
+    help="Diffusion-head checkpoint: re-rank each text query's cosine top-k (--topk) with it.",
 )
 @click.option(
     "--topk",
@@ -53,7 +60,27 @@ from .options import CACHE, trust_checkpoint_option
     "--audio-dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="Show each clip's file under this folder.",
+    help="Show each clip's file under this folder [default: a folder index's own folder].",
+)
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="Score every clip, even when a FAISS index lies beside the cache.",
+)
+@click.option(
+    "--build-index",
+    "index_factory",
+    default=None,
+    is_flag=False,
+    flag_value="Flat",
+    help="Build the FAISS index beside the cache first (optionally a faiss.index_factory "
+    "string, e.g. --build-index IVF1024,Flat; bare: Flat, exact).",
+)
+@click.option(
+    "--nprobe",
+    type=click.IntRange(min=0),
+    default=0,
+    help="IVF indexes: lists probed per query [default: the index's own].",
 )
 @click.option(
     "--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write JSON."
@@ -66,12 +93,15 @@ from .options import CACHE, trust_checkpoint_option
     "cache names, loaded only if its sha256 is the one the cache recorded].",
 )
 @trust_checkpoint_option
-def search(cache, query, queries_file, k, json_out, **options):
-    """Rank the clips of CACHE for each QUERY (embedded as the cache's captions were).
+def search(cache, query, queries_file, examples, k, json_out, **options):
+    """Rank the clips of CACHE for each QUERY (embedded as the cache's captions were) and each
+    --audio-example (embedded as its clips were). A FAISS index beside CACHE (`cache export
+    --format faiss --out DIR-OF-CACHE`, or --build-index) is used when it matches the cache.
 
     \b
     diffatr search clotho_test.h5 "a dog barks" "rain on a tin roof" --k 5
     diffatr search joint.h5 --queries questions.txt --audio-dir clotho/evaluation --json hits.json
+    diffatr search library.h5 --audio-example door_slam.wav --k 5
     """
     from ..atomic import atomic_open
     from ..experiments.search import (
@@ -87,6 +117,11 @@ def search(cache, query, queries_file, k, json_out, **options):
     queries = check_queries(list(query)) if query else []
     if queries_file:
         queries += read_queries(queries_file)
+    if not queries and not examples:
+        check_queries([])
+    factory = options["index_factory"]
+    if factory and options["exact"]:
+        raise click.UsageError("--exact and --build-index exclude each other")
     cfg = SearchConfig(
         k=k,
         text_encoder=options["text_encoder"],
@@ -98,8 +133,11 @@ def search(cache, query, queries_file, k, json_out, **options):
         device=options["device"],
         joint_model=options["joint_model"],
         trust_checkpoint=options["trust_checkpoint"],
+        index="exact" if options["exact"] else ("build" if factory else "auto"),
+        index_factory=factory or "Flat",
+        nprobe=options["nprobe"],
     )
-    found = run_search(cache, queries, cfg)
+    found = run_search(cache, queries, cfg, examples=list(examples))
     click.echo(format_results(found))
     if json_out:
         with atomic_open(json_out, "w", encoding="utf-8") as f:

@@ -141,7 +141,8 @@ def encode_audio_chunks(
 def _skip(result: ChunkResult, clip: ClipEntry, row: int, reason: str) -> None:
     result.skipped[row] = reason
     n = len(clip.captions)
-    warn(f"skipped clip {clip.clip_id} ({reason}); its {n} caption(s) are left out")
+    left_out = f"; its {n} caption(s) are left out" if n else ""  # none in a folder index
+    warn(f"skipped clip {clip.clip_id} ({reason}){left_out}")
 
 
 def write_part(

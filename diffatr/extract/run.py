@@ -1,7 +1,9 @@
 """Extraction: a caption file and its audio folder -> one cache (format v1): "backbone" space
 (frozen PANNs + BERT-family features), or "joint" space with `cfg.joint.model` (`joint/`).
 
-Reads: the caption file (`captions.read_captions`), the audio files, the encoders' weights.
+Reads: the caption file (`captions.read_captions`), or with no caption file and `audio_only`
+every audio file under the audio folder (`folder.folder_table`: a sound library), the audio
+files, the encoders' weights.
 Writes: `OUT.parts/` (a manifest and one small cache per finished chunk of clips, see
 `resume.py`), then `OUT` (the parts merged in input order, atomic), then removes `OUT.parts/`.
 
@@ -45,6 +47,7 @@ from .distributed import (
     rank_device,
     ranks_from_env,
 )
+from .folder import folder_table
 from .joint.config import JointConfig
 from .panns import AudioEncoderConfig
 from .parts import ChunkResult, PartSpec, encode_audio_chunks, warn, write_part
@@ -128,7 +131,7 @@ def guess_names(captions_path: str | os.PathLike, fmt: str) -> tuple[str, str]:
 class _Job:
     """One run's fixed facts, shared by its steps."""
 
-    captions_path: Path
+    captions_path: Path | None  # None: the audio folder's files, no captions
     audio_dir: str | os.PathLike | None
     out: Path
     cfg: ExtractConfig  # with dataset and split filled in
@@ -145,7 +148,7 @@ class _Job:
 
 
 def extract(
-    captions_path: str | os.PathLike,
+    captions_path: str | os.PathLike | None,
     audio_dir: str | os.PathLike | None,
     out: str | os.PathLike,
     cfg: ExtractConfig,
@@ -157,18 +160,24 @@ def extract(
 ) -> ExtractSummary:
     """Run (or resume) one extraction; see the module docstring. Under torchrun every rank
     calls this with the same arguments. `encoders(cfg) -> (audio, text)` replaces the real
-    encoders (tests); `restart` discards an interrupted run's parts."""
+    encoders (tests); `restart` discards an interrupted run's parts. `captions_path` None
+    (with `cfg.audio_only`) indexes every audio file under `audio_dir` (`folder.py`)."""
     start = time.perf_counter()
-    _check(cfg, audio_dir)
-    table = read_captions(captions_path, None if cfg.text_only else audio_dir, cfg.format)
-    dataset, split = guess_names(captions_path, table.format)
+    _check(cfg, audio_dir, captions_path)
+    if captions_path is None:
+        table = folder_table(audio_dir)
+        dataset, split = Path(audio_dir).absolute().name or "library", "library"
+    else:
+        table = read_captions(captions_path, None if cfg.text_only else audio_dir, cfg.format)
+        dataset, split = guess_names(captions_path, table.format)
     cfg = replace(cfg, dataset=cfg.dataset or dataset, split=cfg.split or split)
     n = len(table.clips)
     chunks = [range(lo, min(lo + cfg.chunk_clips, n)) for lo in range(0, n, cfg.chunk_clips)]
     ranks = ranks_from_env()
+    source = None if captions_path is None else Path(captions_path)
     job = _Job(
-        Path(captions_path), audio_dir, Path(out), cfg, table, chunks, WorkFolder(Path(out)),
-        ranks, progress, start,
+        source, audio_dir, Path(out), cfg, table, chunks, WorkFolder(Path(out)), ranks, progress,
+        start,
     )  # fmt: skip
     found = text_sha256([f"{c.clip_id}\t{c.audio_path is not None}" for c in table.clips])
     with process_group(ranks):
@@ -189,9 +198,16 @@ def extract(
         return _finish(job, len(done))
 
 
-def _check(cfg: ExtractConfig, audio_dir) -> None:
+def _check(cfg: ExtractConfig, audio_dir, captions_path) -> None:
     if cfg.audio_only and cfg.text_only:
         raise UserError("--audio-only and --text-only exclude each other; choose one")
+    if captions_path is None and not cfg.audio_only:
+        raise UserError(
+            "no caption file: give CAPTIONS, or index every audio file under --audio-dir "
+            "without captions with --audio-only"
+        )
+    if captions_path is None and cfg.format != "auto":
+        raise UserError(f"--format {cfg.format}: there is no caption file to read")
     if not cfg.text_only and not audio_dir:
         raise UserError(
             "--audio-dir is required (the folder of the audio files), "
@@ -228,7 +244,7 @@ def _prepare(job: _Job, found: str, restart: bool, overwrite: bool) -> dict:
             )
         settings = {k: v for k, v in flatten(asdict(cfg)).items() if k not in RESUMABLE_CHANGES}
         key = {
-            "captions_sha256": file_sha256(job.captions_path),
+            "captions_sha256": _captions_sha256(job.captions_path),
             "clips_found_sha256": found,
             "n_clips": len(table.clips),
             "settings": settings,
@@ -241,6 +257,12 @@ def _prepare(job: _Job, found: str, restart: bool, overwrite: bool) -> dict:
     if len(table.problems) > 10:
         warn(f"... and {len(table.problems) - 10} more caption-file problems (in the cache)")
     return {"done": done, "found": found}
+
+
+def _captions_sha256(path: Path | None) -> str:
+    """The caption file's checksum; "" for a folder indexed without one (its listing is in
+    clips_found_sha256)."""
+    return "" if path is None else file_sha256(path)
 
 
 def _encode(
@@ -363,13 +385,16 @@ def _finish(job: _Job, resumed: int) -> ExtractSummary:
         )
     attrs = {
         "extract_config": json.dumps(asdict(cfg), sort_keys=True),
-        "captions_file": str(job.captions_path),
-        "captions_sha256": file_sha256(job.captions_path),
+        "captions_file": str(job.captions_path or ""),
+        "captions_sha256": _captions_sha256(job.captions_path),
         "caption_format": table.format,
         "caption_encoding": table.encoding,
         "caption_problems": json.dumps(table.problems, ensure_ascii=False),
         "caption_notes": json.dumps(table.notes, ensure_ascii=False),
-        "audio_dir": str(job.audio_dir or ""),
+        # A folder index records its folder absolute: search and serve find the clips by it.
+        "audio_dir": str(
+            Path(job.audio_dir).absolute() if job.captions_path is None else job.audio_dir or ""
+        ),
         "clips_in_caption_file": len(table.clips),
     }
     if job.progress:
