@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..compiling import is_compile_failure, warn_fallback
+from ..compiling import first_call, is_compile_failure, warn_fallback
 from .ddim import ddim_coefficients
 from .denoiser import Denoiser
 
@@ -244,7 +244,8 @@ class GalleryDenoiser:
         if self.compiled:
             step = _ddim_shared if shared else _ddim_gathered
             try:
-                return _compiled(step.__name__, step)(*args)
+                fn = _compiled(step.__name__, step)
+                return first_call(step.__name__, "the head's kernels", fn, *args)
             except Exception as exc:  # the step is pure: eager after a compile failure
                 if not is_compile_failure(exc):
                     raise

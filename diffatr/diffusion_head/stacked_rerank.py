@@ -24,7 +24,7 @@ from dataclasses import replace
 
 import torch
 
-from ..compiling import is_compile_failure, warn_fallback
+from ..compiling import first_call, is_compile_failure, warn_fallback
 from ..device import flush_denormal
 from .checkpoint import Head
 from .config import RerankConfig
@@ -83,7 +83,8 @@ class StackedGallery:
     def _ddim_step(self, args):
         if self.compiled:
             try:
-                return _compiled(_ddim_step)(*args)
+                fn = _compiled(_ddim_step)
+                return first_call("stacked_ddim_step", "the heads' kernels", fn, *args)
             except Exception as exc:  # the step is pure: eager after a compile failure
                 if not is_compile_failure(exc):
                     raise
