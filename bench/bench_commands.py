@@ -25,6 +25,7 @@ beside the competitor). The load average is printed at the start and the end.
     python bench/bench_commands.py                     # ~4 min on a quiet 2-core machine
     python bench/bench_commands.py --competing --demo  # everything issue 24 asks, ~15 min
     python bench/bench_commands.py --clips 300 --runs 1   # a quick look
+    python bench/bench_commands.py --query-blocks 256,64,1024   # kernels per block size too
 """
 
 import argparse
@@ -56,8 +57,11 @@ from diffatr.diffusion_head import DiffusionScores, RerankConfig
 d = load_tensors(sys.argv[1])
 head = random_head(d.text.shape[1])
 out = {}
-for name, compiled in (('compiled', True), ('eager', False)):
-    s = DiffusionScores(d.text, d.audio, head, RerankConfig(topk=32, compiled=compiled))
+blocks = [int(b) for b in sys.argv[3].split(',')]
+runs = [(f'compiled, query_block {b}', True, b) for b in blocks] + [('eager', False, blocks[0])]
+for name, compiled, block in runs:
+    cfg = RerankConfig(topk=32, compiled=compiled, query_block=block)
+    s = DiffusionScores(d.text, d.audio, head, cfg)
     s.t2a(0, 8), s.a2t(0, 8)  # compile or load the compiled code outside the timing
     times = []
     for _ in range(int(sys.argv[2])):
@@ -114,7 +118,9 @@ def make_inputs(folder: Path, clips: int) -> None:
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(None), check=True)
 
 
-def measure(folder: Path, runs: int, cold_runs: int, demo: bool) -> dict[str, list[float]]:
+def measure(
+    folder: Path, runs: int, cold_runs: int, demo: bool, blocks: str
+) -> dict[str, list[float]]:
     """Every command and the kernels, once each condition; {name: wall seconds per run}."""
     cli = ["-m", "diffatr.cli"]
     te, head = str(folder / "te.h5"), str(folder / "head.pt")
@@ -135,7 +141,7 @@ def measure(folder: Path, runs: int, cold_runs: int, demo: bool) -> dict[str, li
         for _ in range(runs)
     ]
     out = subprocess.run(
-        [sys.executable, "-c", KERNELS, te, str(runs)],
+        [sys.executable, "-c", KERNELS, te, str(runs), blocks],
         cwd=ROOT,
         env=env(warm_dir),
         capture_output=True,
@@ -143,8 +149,10 @@ def measure(folder: Path, runs: int, cold_runs: int, demo: bool) -> dict[str, li
         check=True,
     )
     kernels = json.loads(out.stdout.strip().splitlines()[-1])
-    r["kernels, compiled (steady state)"] = kernels["compiled"]
-    r["kernels, eager (steady state)"] = kernels["eager"]
+    first = f"compiled, query_block {blocks.split(',')[0]}"
+    r["kernels, compiled (steady state)"] = kernels.pop(first)
+    r["kernels, eager (steady state)"] = kernels.pop("eager")
+    r.update({f"kernels, {name}": times for name, times in kernels.items()})
     if demo:
         r["demo"] = [
             timed([*cli, "demo", "--out", str(Path(tempfile.mkdtemp(dir=folder)))], folder, None)
@@ -172,6 +180,12 @@ def main() -> None:
     parser.add_argument("--cold-runs", type=int, default=1, help="runs with an empty cache")
     parser.add_argument("--competing", action="store_true", help="also beside a competitor")
     parser.add_argument("--demo", action="store_true", help="also time `diffatr demo`")
+    parser.add_argument(
+        "--query-blocks",
+        default="256",
+        help="query_block of the kernels, comma-separated (the first is the goals'; default: "
+        "the commands' default, 256); e.g. 256,64,1024 compares block sizes in one run",
+    )
     args = parser.parse_args()
     print(f"{load()} at the start; {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="bench-commands-") as tmp:
@@ -179,13 +193,13 @@ def main() -> None:
         make_inputs(folder, args.clips)
         print(f"cache: {args.clips} clips x 5 captions x 512-d; top-32, K = 50, both directions")
         print("quiet:")
-        report(measure(folder, args.runs, args.cold_runs, args.demo))
+        report(measure(folder, args.runs, args.cold_runs, args.demo, args.query_blocks))
         if args.competing:
             rival = subprocess.Popen([sys.executable, "-c", COMPETITOR])
             try:
                 time.sleep(2)  # let it start its threads
                 print("beside one competing 2-thread process:")
-                report(measure(folder, args.runs, args.cold_runs, args.demo))
+                report(measure(folder, args.runs, args.cold_runs, args.demo, args.query_blocks))
             finally:
                 rival.kill()
                 rival.wait()
