@@ -180,6 +180,10 @@ class GalleryDenoiser:
             self.WQp = pj @ self.w.W_Q.T  # (K, D)
             self.HEp = pj @ (M @ self.w.W_V).T + self.w.W1_E @ self.w.b_O  # (K, 2D)
             self.WK = self.WQp @ self.KC.T  # (K, Nc): the step's part of the attention logits
+            # one tensor per step, not views of (K, .): dynamo specialises a view's storage
+            # offset at 0, so views would compile the step twice (measured: 2 graphs)
+            self.HEp_steps = [h.clone() for h in self.HEp]  # K x (2D,)
+            self.WK_steps = [w.clone() for w in self.WK]  # K x (Nc,)
         self.compiled = compiled
 
     def query_constants(self, query: torch.Tensor) -> torch.Tensor:
@@ -224,17 +228,18 @@ class GalleryDenoiser:
         the final x0_hat, as `ddim_sample(self.model_fn(...), x_T, betas, steps, eta,
         noise=noise)` with clip=True, one compiled call per step."""
         QC = self.query_constants(query)  # (B, D)
+        coefficients = ddim_coefficients(betas, steps, eta)
         if idx is None:
-            QK, WK, VCM, GC = QC @ self.KC.T, self.WK, self.VCM, self.GC  # (B, N), (K, N), ...
+            QK, VCM, GC = QC @ self.KC.T, self.VCM, self.GC  # (B, N), (N, 2D) x 2
+            WK = self.WK_steps  # K x (N,)
         else:
             QK = torch.einsum("bd,bnd->bn", QC, self.KC[idx])  # (B, N), once per block
-            WK, VCM, GC = self.WK[:, idx], self.VCM[idx], self.GC[idx]  # (K, B, N), (B, N, 2D)
-        coefficients = ddim_coefficients(betas, steps, eta)
-        table = torch.tensor([c[:4] for _, c in coefficients], dtype=x_T.dtype)
-        table = table.to(x_T.device)  # (steps, 4)
+            VCM, GC = self.VCM[idx], self.GC[idx]  # (B, N, 2D)
+            WK = {k: self.WK_steps[k][idx] for k, _ in coefficients}  # (B, N) per step
         x_k = x0_hat = x_T
         for n, (k, c) in enumerate(coefficients):
-            args = (x_k, QK, WK[k], self.HEp[k], VCM, GC, self.w.w2, self.w.b2, table[n])
+            table = torch.tensor(c[:4], dtype=x_T.dtype).to(x_T.device)  # (4,), as the views
+            args = (x_k, QK, WK[k], self.HEp_steps[k], VCM, GC, self.w.w2, self.w.b2, table)
             x0_hat, x_k = self._ddim_step(idx is None, args)
             if c.sigma > 0:
                 x_k = x_k + c.sigma * noise[n]

@@ -51,6 +51,8 @@ class StackedGallery:
         self.W_Q = stack(lambda g: g.w.W_Q)  # (H, D, D)
         self.w2, self.b2 = stack(lambda g: g.w.w2), stack(lambda g: g.w.b2)  # (H, 2D), (H,)
         self.WK = stack(lambda g: g.WK)  # (H, K, Nc), fused.py's step part of the logits
+        # per step, not views (as fused.py's, so the step compiles once)
+        self.HEp_steps = [self.HEp[:, k].unsqueeze(1).clone() for k in range(self.HEp.shape[1])]
 
     def query_constants(self, query: torch.Tensor) -> torch.Tensor:
         """QC = c_q W_Q^T for every head, (H, b, D), from the queries (b, D)."""
@@ -61,20 +63,19 @@ class StackedGallery:
         """fused.py's `GalleryDenoiser.sample` for every head at once: x_T (H, b, k), the
         queries (b, D), idx (b, k) or None, noise (steps, H, b, k); x0_hat (H, b, k)."""
         QC = self.query_constants(query)  # (H, b, D)
+        coefficients = ddim_coefficients(betas, steps, eta)
         if idx is None:
             KC, VCM, GC = (x.unsqueeze(1) for x in (self.KC, self.VCM, self.GC))  # (H, 1, Nc, .)
-            WK = self.WK.unsqueeze(2)  # (H, K, 1, Nc)
+            WK = {k: self.WK[:, k].unsqueeze(1).clone() for k, _ in coefficients}  # (H, 1, Nc)
         else:
             KC, VCM, GC = self.KC[:, idx], self.VCM[:, idx], self.GC[:, idx]  # (H, b, k, .)
-            WK = self.WK[:, :, idx]  # (H, K, b, k)
+            WK = {k: self.WK[:, k][:, idx] for k, _ in coefficients}  # (H, b, k) per step
         QK = (QC.unsqueeze(2) * KC).sum(-1)  # (H, b, k), once per block
         w2, b2 = self.w2[:, None, None], self.b2[:, None, None]  # (H, 1, 1, 2D), (H, 1, 1)
-        coefficients = ddim_coefficients(betas, steps, eta)
-        table = torch.tensor([c[:4] for _, c in coefficients], dtype=x_T.dtype)
-        table = table.to(x_T.device)  # (steps, 4)
         x_k = x0_hat = x_T
         for n, (k, c) in enumerate(coefficients):
-            args = (x_k, QK, WK[:, k], self.HEp[:, k].unsqueeze(1), VCM, GC, w2, b2, table[n])
+            table = torch.tensor(c[:4], dtype=x_T.dtype).to(x_T.device)  # (4,)
+            args = (x_k, QK, WK[k], self.HEp_steps[k], VCM, GC, w2, b2, table)
             x0_hat, x_k = self._ddim_step(args)
             if c.sigma > 0:
                 x_k = x_k + c.sigma * noise[n]
