@@ -47,3 +47,22 @@ def test_sample_equals_ddim_over_the_reference_denoiser(compiled, shared, steps,
     if eta > 0:  # the noise is used: other noise, another result
         other = gd.sample(query, idx, x_T, betas, steps, eta, noise.flip(0))
         assert not torch.allclose(other, want)
+
+
+def test_the_compiled_step_is_one_graph_for_every_step_and_block(monkeypatch) -> None:
+    """Every step and block size runs the same graph: a recompile per step (e.g. a storage
+    offset specialised at 0) would double the first use's compile time."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from diffatr.diffusion_head import fused
+
+    m, gallery, query, idx, g, K = setup(3)
+    torch._dynamo.reset()  # count this test's compilations only
+    monkeypatch.setattr(fused, "_COMPILED", {})
+    before = counters["stats"]["unique_graphs"]
+    gd = GalleryDenoiser(m, gallery, n_steps=K, compiled=True)
+    for rows in (slice(0, 4), slice(1, 4)):  # two block sizes, all K steps each
+        x_T = torch.randn(len(query[rows]), idx.shape[1], generator=g, dtype=torch.float64)
+        gd.sample(query[rows], idx[rows], x_T, cosine_betas(K))
+    assert gd.compiled and counters["stats"]["unique_graphs"] - before == 1

@@ -128,7 +128,9 @@ def _step_eager(x_k, Qp, HEp, KC, VCM, GC, w2, b2):
 
 def _ddim_update(x_k, x0_hat, c):
     """Clamp x0_hat and take DDIM's deterministic step: (x0_hat, x_prev) (ddim.py; c = the
-    step's sqrt_a, sqrt_1ma, sqrt_a_prev, dir as a tensor, so one compiled graph serves all)."""
+    step's sqrt_a, sqrt_1ma, sqrt_a_prev, dir as 0-d tensors, so one compiled graph serves all:
+    floats would be specialised, and a (4,) tensor's size could be "duck-sized" equal to a
+    block of 4 queries, compiling again for other blocks)."""
     x0_hat = x0_hat.clamp(-1.0, 1.0)
     eps_hat = (x_k - c[0] * x0_hat) / c[1]
     return x0_hat, c[2] * x0_hat + c[3] * eps_hat
@@ -238,7 +240,7 @@ class GalleryDenoiser:
             WK = {k: self.WK_steps[k][idx] for k, _ in coefficients}  # (B, N) per step
         x_k = x0_hat = x_T
         for n, (k, c) in enumerate(coefficients):
-            table = torch.tensor(c[:4], dtype=x_T.dtype).to(x_T.device)  # (4,), as the views
+            table = tuple(torch.tensor(v, dtype=x_T.dtype, device=x_T.device) for v in c[:4])
             args = (x_k, QK, WK[k], self.HEp_steps[k], VCM, GC, self.w.w2, self.w.b2, table)
             x0_hat, x_k = self._ddim_step(idx is None, args)
             if c.sigma > 0:

@@ -74,7 +74,7 @@ class StackedGallery:
         w2, b2 = self.w2[:, None, None], self.b2[:, None, None]  # (H, 1, 1, 2D), (H, 1, 1)
         x_k = x0_hat = x_T
         for n, (k, c) in enumerate(coefficients):
-            table = torch.tensor(c[:4], dtype=x_T.dtype).to(x_T.device)  # (4,)
+            table = tuple(torch.tensor(v, dtype=x_T.dtype, device=x_T.device) for v in c[:4])
             args = (x_k, QK, WK[k], self.HEp_steps[k], VCM, GC, w2, b2, table)
             x0_hat, x_k = self._ddim_step(args)
             if c.sigma > 0:
