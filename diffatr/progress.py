@@ -149,8 +149,12 @@ class Progress:
 
 def note(message: str) -> None:
     """A line on the innermost open progress display's stream; nothing when none is on."""
-    if _ACTIVE:
-        tqdm.write(message, file=_ACTIVE[-1].file)
+    for bar in reversed(_ACTIVE):
+        try:
+            tqdm.write(message, file=bar.file)
+            return
+        except (ValueError, OSError):  # a display left open (an exception ended its loop)
+            continue  # on a stream since closed: a note is never worth failing the work for
 
 
 def note_warmup() -> None:

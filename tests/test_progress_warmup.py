@@ -5,7 +5,7 @@ open display, once per process, as compiled or as loaded from the cache."""
 
 import io
 
-from diffatr import compiling
+from diffatr import compiling, progress
 from diffatr.progress import Progress, note, note_warmup
 
 
@@ -74,3 +74,14 @@ def test_a_warm_cache_is_reported_as_loaded(monkeypatch) -> None:
     with Progress(total=1, unit="query", file=log, leave=False):
         compiling.first_call("k", "the kernels", lambda: None)
     assert "the kernels: loaded from the compile cache in " in log.getvalue()
+
+
+def test_a_note_skips_a_display_left_open_on_a_closed_stream() -> None:
+    outer, inner = io.StringIO(), io.StringIO()
+    with Progress(total=1, unit="query", file=outer, leave=False):
+        bar = Progress(total=1, unit="query", file=inner)  # never closed, as after an exception
+        inner.close()
+        note("compiling the kernels")  # no "I/O operation on closed file"
+        assert outer.getvalue() == "compiling the kernels\n"
+        bar.closed = True  # nothing left to print into the closed stream
+        progress._ACTIVE.remove(bar)
