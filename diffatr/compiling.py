@@ -6,10 +6,20 @@ runs. Those (no C++ compiler, an unsupported device or operator, a dynamo bug) h
 compiled code runs, so nothing the call would change has changed and re-running eagerly is
 safe. Anything raised while compiled code runs (out of memory, a CUDA error, a bug) is not a
 compilation failure: it propagates, as it would in eager code.
+
+`first_call` makes that lazy compilation visible: the first call of a compiled function in a
+process says, on an open progress display, that it compiles (or loads the compiled code from
+inductor's on-disk cache), then how long that took and which it was, and restarts the
+display's rate so its time left is not the compile's.
 """
 
 import sys
+import time
 import warnings
+
+from .progress import duration, note, note_warmup
+
+_CALLED: set[str] = set()  # compiled functions already called once in this process
 
 
 def compile_failures() -> tuple[type[BaseException], ...]:
@@ -29,3 +39,27 @@ def is_compile_failure(error: BaseException) -> bool:
 def warn_fallback(error: BaseException, eager: str) -> None:
     """One warning naming the failure and the eager code used instead."""
     warnings.warn(f"torch.compile failed ({error!s:.200}); {eager}", stacklevel=3)
+
+
+def first_call(key: str, what: str, fn, *args):
+    """fn(*args); the first time `key` is called in this process, announced as above."""
+    if key in _CALLED:
+        return fn(*args)
+    note(
+        f"compiling {what} (on first use; ~1 min on 2 cores, then loaded from the compile "
+        "cache in seconds)"
+    )
+    misses = _cache_misses()
+    start = time.monotonic()
+    out = fn(*args)
+    _CALLED.add(key)  # after success: a compile failure's eager fallback is not announced
+    how = "compiled" if _cache_misses() > misses else "loaded from the compile cache"
+    note(f"{what}: {how} in {duration(time.monotonic() - start)}")
+    note_warmup()
+    return out
+
+
+def _cache_misses() -> int:
+    """Graphs inductor compiled (not found in its on-disk cache) so far in this process."""
+    utils = sys.modules.get("torch._dynamo.utils")
+    return 0 if utils is None else utils.counters["inductor"]["fxgraph_cache_miss"]

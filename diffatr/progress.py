@@ -9,6 +9,12 @@ Reads nothing; writes stderr only. `Progress` is the one progress display of eve
 
 one at most every `every` seconds (30) while the loop runs, and one when it ends (for loops that
 `leave` a summary, e.g. each training epoch, or any loop that ran long enough to print).
+
+Rates and time left are measured from the end of the first step, and after any `note_warmup`
+(e.g. compiling a kernel) from its end: a first step that compiles code takes seconds to
+minutes and would make the rate a lie (`0.0217 batch/s, 3h59m left` for a one-minute job).
+Until a step after it has finished, a line shows the count only. `note(message)` prints a line
+(e.g. "compiling the head's kernels ...") only while a progress display is on.
 """
 
 import sys
@@ -18,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from tqdm import tqdm
 
 EVERY_SECONDS = 30.0  # plain progress lines: at most one per this many seconds
+_ACTIVE: list["Progress"] = []  # displays now open and enabled, innermost last
 
 
 def warn(message: str) -> None:
@@ -74,6 +81,9 @@ class Progress:
         )
         self.n, self.postfix, self.printed, self.closed = 0, "", False, False
         self.start = self.last = clock()
+        self.rate_from: tuple[float, int] | None = None  # (time, count) the rate counts from
+        if not disable:
+            _ACTIVE.append(self)
 
     def __iter__(self) -> Iterator:
         try:
@@ -92,6 +102,8 @@ class Progress:
     def update(self, n: int = 1) -> None:
         self.n += n
         self.bar.update(n)
+        if self.rate_from is None:  # the first step may carry a warm-up: rates start after it
+            self.restart_rate()
         if self.plain and self.clock() - self.last >= self.every:
             self._line(final=False)
 
@@ -99,10 +111,16 @@ class Progress:
         self.bar.set_postfix(**values)
         self.postfix = "".join(f", {k} {v}" for k, v in values.items())
 
+    def restart_rate(self) -> None:
+        """Measure the rate (and so the time left) from now on."""
+        self.rate_from = (self.clock(), self.n)
+
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
         self.bar.close()
         if self.plain and (self.leave or self.printed):
             self._line(final=True)
@@ -120,10 +138,30 @@ class Progress:
             text = f"{head}{done} {self.unit}"
             if self.total:
                 text += f" ({100 * self.n // self.total}%)"
-            text += f", {rate:.3g} {self.unit}/s"
-            if self.total and rate > 0:
-                text += f", {duration((self.total - self.n) / rate)} left"
+            t0, n0 = self.rate_from or (now, self.n)
+            if self.n > n0 and now > t0:  # a step finished since the warm-up: a true rate
+                rate = (self.n - n0) / (now - t0)
+                text += f", {rate:.3g} {self.unit}/s"
+                if self.total:
+                    text += f", {duration((self.total - self.n) / rate)} left"
         print(text + self.postfix, file=self.file, flush=True)
+
+
+def note(message: str) -> None:
+    """A line on the innermost open progress display's stream; nothing when none is on."""
+    for bar in reversed(_ACTIVE):
+        try:
+            tqdm.write(message, file=bar.file)
+            return
+        except (ValueError, OSError):  # a display left open (an exception ended its loop)
+            continue  # on a stream since closed: a note is never worth failing the work for
+
+
+def note_warmup() -> None:
+    """A warm-up (compiling, loading compiled code) just ended: open displays measure their
+    rate and time left from now."""
+    for bar in _ACTIVE:
+        bar.restart_rate()
 
 
 def _isatty(stream) -> bool:

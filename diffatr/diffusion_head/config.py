@@ -59,7 +59,11 @@ class RerankConfig:
     seed: int = 0  # x_K (and DDIM noise) per query row, independent of block sizes
     mode: str = "fusion"  # "fusion" (Gen+Dis) or "gen": order the top-k by the head alone
     compiled: bool = True  # torch.compile the per-pair loop (falls back to eager on failure)
-    query_block: int = 64  # queries sampled together (measured: 64 ~ 128 ~ 256 > 16 on 2 cores)
+    # queries sampled together. Measured on 2 cores: 64 ~ 128 ~ 256 > 16 on a quiet machine; on
+    # a loaded one (load ~18) 1,024 t2a rows took 80-129 s in blocks of 64, 31-40 s in blocks of
+    # 256 and 19-22 s in blocks of 1,024 (fewer, larger kernel calls: fewer OpenMP barriers and
+    # dynamo/wrapper calls). 256 keeps a block's gathered constants ~85 MB at D = 512, top-32.
+    query_block: int = 256
 
     def check(self) -> None:
         if self.mode not in MODES:

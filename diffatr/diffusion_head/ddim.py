@@ -12,6 +12,7 @@ driven with step(..., use_clipped_model_output=True) (tests/test_ddim.py). Notat
 """
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -43,27 +44,51 @@ def ddim_sample(
     With eta > 0 each step adds sigma_k * z; z comes from `noise` (steps, B, N) when given
     (per-row reproducible noise), else from `generator`.
     """
-    K = len(betas)
-    abar = alphas_cumprod(betas)
-    timesteps = ddim_timesteps(K, steps)
-    stride = K // len(timesteps)  # 1 when all K steps run
     x_k = x_T
     x0_hat = x_T
     B = x_T.shape[0]
-    for n, k in enumerate(timesteps):
-        a_k = float(abar[k])
-        a_prev = float(abar[k - stride]) if k - stride >= 0 else 1.0
+    for n, (k, c) in enumerate(ddim_coefficients(betas, steps, eta)):
         step = torch.full((B,), k, dtype=torch.long, device=x_T.device)
         x0_hat = model_fn(x_k, step)
         if clip:
             x0_hat = x0_hat.clamp(-1.0, 1.0)
-        eps_hat = (x_k - a_k**0.5 * x0_hat) / (1.0 - a_k) ** 0.5
-        sigma = eta * ((1 - a_prev) / (1 - a_k)) ** 0.5 * (1 - a_k / a_prev) ** 0.5
-        x_k = a_prev**0.5 * x0_hat + max(1.0 - a_prev - sigma**2, 0.0) ** 0.5 * eps_hat
-        if sigma > 0:
+        eps_hat = (x_k - c.sqrt_a * x0_hat) / c.sqrt_1ma
+        x_k = c.sqrt_a_prev * x0_hat + c.dir * eps_hat
+        if c.sigma > 0:
             z = noise[n] if noise is not None else _randn_like(x_k, generator)
-            x_k = x_k + sigma * z
+            x_k = x_k + c.sigma * z
     return x0_hat
+
+
+class StepCoefficients(NamedTuple):
+    """One DDIM step's scalars, in double precision (the module docstring's notation)."""
+
+    sqrt_a: float  # sqrt(abar_k)
+    sqrt_1ma: float  # sqrt(1 - abar_k)
+    sqrt_a_prev: float  # sqrt(abar_prev)
+    dir: float  # sqrt(max(1 - abar_prev - sigma_k^2, 0)), the weight of eps_hat
+    sigma: float  # sigma_k, the weight of fresh noise
+
+
+def ddim_coefficients(
+    betas: torch.Tensor, steps: int | None = None, eta: float = 0.0
+) -> list[tuple[int, StepCoefficients]]:
+    """(k, its coefficients) for every step visited, K-1 first: the one place both samplers
+    (`ddim_sample` and the fused loop of fused.py) take their arithmetic from."""
+    K = len(betas)
+    abar = alphas_cumprod(betas)
+    timesteps = ddim_timesteps(K, steps)
+    stride = K // len(timesteps)  # 1 when all K steps run
+    out = []
+    for k in timesteps:
+        a_k = float(abar[k])
+        a_prev = float(abar[k - stride]) if k - stride >= 0 else 1.0
+        sigma = eta * ((1 - a_prev) / (1 - a_k)) ** 0.5 * (1 - a_k / a_prev) ** 0.5
+        direction = max(1.0 - a_prev - sigma**2, 0.0) ** 0.5
+        out.append(
+            (k, StepCoefficients(a_k**0.5, (1.0 - a_k) ** 0.5, a_prev**0.5, direction, sigma))
+        )
+    return out
 
 
 def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

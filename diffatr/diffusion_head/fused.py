@@ -16,13 +16,21 @@ and sum_j A_j = 1 turns sum_j A_j (VC_j + W_V pj) into A VC + W_V pj. What remai
 the add-ReLU-dot of the last line: one torch.compile'd loop (inductor emits C++/OpenMP on CPU
 and Triton on CUDA) that never holds the (B, N, 2D) tensor, or bounded eager blocks when
 compiling is off or unavailable.
+
+`GalleryDenoiser.sample` runs DDIM itself (ddim.py's arithmetic): each step, denoiser and
+update together, is one compiled call, and the query's attention logits split into a part
+fixed per block and a per-step table, (QC + WQp_k) . KC_j = QC . KC_j + WK_kj, so a step reads
+only VCM and GC. One call per step instead of a dozen operators: a compiled call costs ~0.1-1 ms
+of dynamo/wrapper time whatever its size, and 96 blocks x 50 steps made that cost as large as
+the kernels' own.
 """
 
 from dataclasses import dataclass
 
 import torch
 
-from ..compiling import is_compile_failure, warn_fallback
+from ..compiling import first_call, is_compile_failure, warn_fallback
+from .ddim import ddim_coefficients
 from .denoiser import Denoiser
 
 EAGER_BLOCK_ELEMENTS = 1 << 22  # eager fallback: (rows, N, 2D) blocks of at most 16 MB
@@ -118,6 +126,40 @@ def _step_eager(x_k, Qp, HEp, KC, VCM, GC, w2, b2):
     return _eager_blocks(HE, GC, w2, shared) + b2 + A
 
 
+def _ddim_update(x_k, x0_hat, c):
+    """Clamp x0_hat and take DDIM's deterministic step: (x0_hat, x_prev) (ddim.py; c = the
+    step's sqrt_a, sqrt_1ma, sqrt_a_prev, dir as 0-d tensors, so one compiled graph serves all:
+    floats would be specialised, and a (4,) tensor's size could be "duck-sized" equal to a
+    block of 4 queries, compiling again for other blocks)."""
+    x0_hat = x0_hat.clamp(-1.0, 1.0)
+    eps_hat = (x_k - c[0] * x0_hat) / c[1]
+    return x0_hat, c[2] * x0_hat + c[3] * eps_hat
+
+
+def _ddim_gathered(x_k, QK, WK, HEp, VCM, GC, w2, b2, c):
+    """One DDIM step over per-query candidates: QK, WK (B, N) the logits' two parts, VCM and
+    GC (B, N, 2D)."""
+    A = torch.softmax(QK + WK + x_k, dim=-1)  # (B, N)
+    HE = (A.unsqueeze(-1) * VCM).sum(1) + HEp  # (B, 2D)
+    return _ddim_update(x_k, _pair_logits_gathered(HE, GC, w2) + b2 + A, c)
+
+
+def _ddim_shared(x_k, QK, WK, HEp, VCM, GC, w2, b2, c):
+    """One DDIM step with every query over the same candidates: QK (B, N), WK (N,), VCM and
+    GC (N, 2D)."""
+    A = torch.softmax(QK + WK + x_k, dim=-1)  # (B, N)
+    HE = A @ VCM + HEp  # (B, 2D)
+    return _ddim_update(x_k, _pair_logits_shared(HE, GC, w2) + b2 + A, c)
+
+
+def _ddim_eager(x_k, QK, WK, HEp, VCM, GC, w2, b2, c):
+    """Either DDIM step in eager PyTorch, the pair loop in bounded blocks."""
+    shared = VCM.dim() == 2
+    A = torch.softmax(QK + WK + x_k, dim=-1)  # (B, N)
+    HE = (A @ VCM if shared else torch.einsum("bn,bnd->bd", A, VCM)) + HEp  # (B, 2D)
+    return _ddim_update(x_k, _eager_blocks(HE, GC, w2, shared) + b2 + A, c)
+
+
 class GalleryDenoiser:
     """A trained Denoiser with every candidate's constants precomputed once (inference).
 
@@ -139,6 +181,11 @@ class GalleryDenoiser:
             pj = m.step_embedding(torch.arange(n_steps, device=gallery.device))  # (K, D)
             self.WQp = pj @ self.w.W_Q.T  # (K, D)
             self.HEp = pj @ (M @ self.w.W_V).T + self.w.W1_E @ self.w.b_O  # (K, 2D)
+            self.WK = self.WQp @ self.KC.T  # (K, Nc): the step's part of the attention logits
+            # one tensor per step, not views of (K, .): dynamo specialises a view's storage
+            # offset at 0, so views would compile the step twice (measured: 2 graphs)
+            self.HEp_steps = [h.clone() for h in self.HEp]  # K x (2D,)
+            self.WK_steps = [w.clone() for w in self.WK]  # K x (Nc,)
         self.compiled = compiled
 
     def query_constants(self, query: torch.Tensor) -> torch.Tensor:
@@ -167,3 +214,48 @@ class GalleryDenoiser:
             return _step_eager(*args)
 
         return fn
+
+    @torch.no_grad()
+    def sample(
+        self,
+        query: torch.Tensor,
+        idx: torch.Tensor | None,
+        x_T: torch.Tensor,
+        betas: torch.Tensor,
+        steps: int | None = None,
+        eta: float = 0.0,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """DDIM from x_T (B, N) over the candidates idx (B, N) of each query (B, D), or all:
+        the final x0_hat, as `ddim_sample(self.model_fn(...), x_T, betas, steps, eta,
+        noise=noise)` with clip=True, one compiled call per step."""
+        QC = self.query_constants(query)  # (B, D)
+        coefficients = ddim_coefficients(betas, steps, eta)
+        if idx is None:
+            QK, VCM, GC = QC @ self.KC.T, self.VCM, self.GC  # (B, N), (N, 2D) x 2
+            WK = self.WK_steps  # K x (N,)
+        else:
+            QK = torch.einsum("bd,bnd->bn", QC, self.KC[idx])  # (B, N), once per block
+            VCM, GC = self.VCM[idx], self.GC[idx]  # (B, N, 2D)
+            WK = {k: self.WK_steps[k][idx] for k, _ in coefficients}  # (B, N) per step
+        x_k = x0_hat = x_T
+        for n, (k, c) in enumerate(coefficients):
+            table = tuple(torch.tensor(v, dtype=x_T.dtype, device=x_T.device) for v in c[:4])
+            args = (x_k, QK, WK[k], self.HEp_steps[k], VCM, GC, self.w.w2, self.w.b2, table)
+            x0_hat, x_k = self._ddim_step(idx is None, args)
+            if c.sigma > 0:
+                x_k = x_k + c.sigma * noise[n]
+        return x0_hat
+
+    def _ddim_step(self, shared: bool, args):
+        if self.compiled:
+            step = _ddim_shared if shared else _ddim_gathered
+            try:
+                fn = _compiled(step.__name__, step)
+                return first_call(step.__name__, "the head's kernels", fn, *args)
+            except Exception as exc:  # the step is pure: eager after a compile failure
+                if not is_compile_failure(exc):
+                    raise
+                warn_fallback(exc, "using eager code")
+                self.compiled = False
+        return _ddim_eager(*args)

@@ -21,7 +21,7 @@ from ..device import flush_denormal
 from ..evaluate import CosineScores, TopKScores
 from .checkpoint import Head
 from .config import RerankConfig
-from .ddim import ddim_sample, ddim_timesteps
+from .ddim import ddim_timesteps
 from .fused import GalleryDenoiser
 
 _DIRECTION_SEED = {"t2a": 0, "a2t": 1}
@@ -75,6 +75,5 @@ class DiffusionScores(TopKScores):
             [row_noise(cfg.seed, direction, row0 + i, (n_noise, k)) for i in range(b)], dim=1
         ).to(S.device)  # (n_noise, b, k)
         with flush_denormal():
-            fn = g.model_fn(g.query_constants(queries), top)
-            x0_hat = ddim_sample(fn, noise[0], self.betas, cfg.steps, cfg.eta, noise=noise[1:])
+            x0_hat = g.sample(queries, top, noise[0], self.betas, cfg.steps, cfg.eta, noise[1:])
             return torch.softmax(x0_hat / cfg.temperature, dim=-1)

@@ -5,11 +5,14 @@ validated or evaluated on the same cache with the same settings (the seeds of an
 share the cosine top-k of every query; only their weights and noise differ. Their
 `GalleryDenoiser` constants are stacked on a leading group axis (as training's `stacked.py`),
 so one DDIM run over x_k (H, b, k) samples every head's block: 1/H of the operator calls of
-head by head, each H times as large. Notation as fused.py, with the leading axis:
+head by head, each H times as large (and, as fused.py's `GalleryDenoiser.sample`, one
+compiled call per step, the attention logits' step-free part computed once per block).
+Notation as fused.py, with the leading axis:
 
     KC (H, Nc, D), VCM and GC (H, Nc, 2D)     each head's per-candidate constants
     WQp (H, K, D), HEp (H, K, 2D)             each head's per-step constants
     QC (H, b, D)                              each head's query constants c_q W_Q^T
+    WK (H, K, Nc)                             each head's step part of the attention logits
     x_k (H, b, k), k (H,)                     each head's noisy distribution and step
 
 `stacked_scores` gives one `DiffusionScores` per head, each with the rows (and, as one head
@@ -21,12 +24,12 @@ from dataclasses import replace
 
 import torch
 
-from ..compiling import is_compile_failure, warn_fallback
+from ..compiling import first_call, is_compile_failure, warn_fallback
 from ..device import flush_denormal
 from .checkpoint import Head
 from .config import RerankConfig
-from .ddim import ddim_sample, ddim_timesteps
-from .fused import GalleryDenoiser
+from .ddim import ddim_coefficients, ddim_timesteps
+from .fused import GalleryDenoiser, _ddim_update
 from .rerank import DiffusionScores, row_noise
 
 
@@ -47,50 +50,66 @@ class StackedGallery:
         self.WQp, self.HEp = stack(lambda g: g.WQp), stack(lambda g: g.HEp)  # (H, K, D | 2D)
         self.W_Q = stack(lambda g: g.w.W_Q)  # (H, D, D)
         self.w2, self.b2 = stack(lambda g: g.w.w2), stack(lambda g: g.w.b2)  # (H, 2D), (H,)
+        self.WK = stack(lambda g: g.WK)  # (H, K, Nc), fused.py's step part of the logits
+        # per step, not views (as fused.py's, so the step compiles once)
+        self.HEp_steps = [self.HEp[:, k].unsqueeze(1).clone() for k in range(self.HEp.shape[1])]
 
     def query_constants(self, query: torch.Tensor) -> torch.Tensor:
         """QC = c_q W_Q^T for every head, (H, b, D), from the queries (b, D)."""
         return torch.matmul(query, self.W_Q.transpose(1, 2))
 
-    def model_fn(self, QC: torch.Tensor, idx: torch.Tensor | None):
-        """model_fn(x_k (H, b, k), k (H,)) over the candidates idx (b, k) of each query, or all."""
+    @torch.no_grad()
+    def sample(self, query, idx, x_T, betas, steps=None, eta=0.0, noise=None) -> torch.Tensor:
+        """fused.py's `GalleryDenoiser.sample` for every head at once: x_T (H, b, k), the
+        queries (b, D), idx (b, k) or None, noise (steps, H, b, k); x0_hat (H, b, k)."""
+        QC = self.query_constants(query)  # (H, b, D)
+        coefficients = ddim_coefficients(betas, steps, eta)
         if idx is None:
             KC, VCM, GC = (x.unsqueeze(1) for x in (self.KC, self.VCM, self.GC))  # (H, 1, Nc, .)
+            WK = {k: self.WK[:, k].unsqueeze(1).clone() for k, _ in coefficients}  # (H, 1, Nc)
         else:
             KC, VCM, GC = self.KC[:, idx], self.VCM[:, idx], self.GC[:, idx]  # (H, b, k, .)
-        heads = torch.arange(len(QC), device=QC.device)
+            WK = {k: self.WK[:, k][:, idx] for k, _ in coefficients}  # (H, b, k) per step
+        QK = (QC.unsqueeze(2) * KC).sum(-1)  # (H, b, k), once per block
         w2, b2 = self.w2[:, None, None], self.b2[:, None, None]  # (H, 1, 1, 2D), (H, 1, 1)
+        x_k = x0_hat = x_T
+        for n, (k, c) in enumerate(coefficients):
+            table = tuple(torch.tensor(v, dtype=x_T.dtype, device=x_T.device) for v in c[:4])
+            args = (x_k, QK, WK[k], self.HEp_steps[k], VCM, GC, w2, b2, table)
+            x0_hat, x_k = self._ddim_step(args)
+            if c.sigma > 0:
+                x_k = x_k + c.sigma * noise[n]
+        return x0_hat
 
-        def fn(x_k: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-            args = (x_k, QC + self.WQp[heads, k].unsqueeze(1), self.HEp[heads, k], KC, VCM, GC)
-            if self.compiled:
-                try:
-                    return _compiled()(*args, w2, b2)
-                except Exception as exc:  # the step is pure: eager after a compile failure
-                    if not is_compile_failure(exc):
-                        raise
-                    warn_fallback(exc, "using eager code")
-                    self.compiled = False
-            return _step(*args, w2, b2)
-
-        return fn
+    def _ddim_step(self, args):
+        if self.compiled:
+            try:
+                fn = _compiled(_ddim_step)
+                return first_call("stacked_ddim_step", "the heads' kernels", fn, *args)
+            except Exception as exc:  # the step is pure: eager after a compile failure
+                if not is_compile_failure(exc):
+                    raise
+                warn_fallback(exc, "using eager code")
+                self.compiled = False
+        return _ddim_step(*args)
 
 
-def _step(x_k, Qp, HEp, KC, VCM, GC, w2, b2):
-    """One inference step of every head: x_k (H, b, k), Qp (H, b, D), HEp (H, 2D), KC
-    (H, b | 1, k, D), VCM and GC (H, b | 1, k, 2D), w2 (H, 1, 1, 2D), b2 (H, 1, 1)."""
-    A = torch.softmax((Qp.unsqueeze(2) * KC).sum(-1) + x_k, dim=-1)  # (H, b, k)
-    HE = (A.unsqueeze(-1) * VCM).sum(2) + HEp.unsqueeze(1)  # (H, b, 2D)
-    return (torch.relu(HE.unsqueeze(2) + GC) * w2).sum(-1) + b2 + A
+def _ddim_step(x_k, QK, WK, HEp, VCM, GC, w2, b2, c):
+    """One DDIM step of every head: x_k, QK (H, b, k), WK (H, b | 1, k), HEp (H, 1, 2D), VCM
+    and GC (H, b | 1, k, 2D), w2 (H, 1, 1, 2D), b2 (H, 1, 1), c as fused.py's."""
+    A = torch.softmax(QK + WK + x_k, dim=-1)  # (H, b, k)
+    HE = (A.unsqueeze(-1) * VCM).sum(2) + HEp  # (H, b, 2D)
+    return _ddim_update(x_k, (torch.relu(HE.unsqueeze(2) + GC) * w2).sum(-1) + b2 + A, c)
 
 
 _COMPILED: list = []
 
 
-def _compiled():
-    """torch.compile'd `_step`, one per process (inductor fuses the pair loop, as fused.py's)."""
+def _compiled(fn):
+    """torch.compile'd `_ddim_step`, one per process (inductor fuses the pair loop, as
+    fused.py's)."""
     if not _COMPILED:
-        _COMPILED.append(torch.compile(_step, dynamic=True))
+        _COMPILED.append(torch.compile(fn, dynamic=True))
     return _COMPILED[0]
 
 
@@ -134,8 +153,7 @@ class _Shared:
             dim=1,
         ).to(S.device)  # (n_noise, H, b, k)  # fmt: skip
         with flush_denormal():
-            fn = g.model_fn(g.query_constants(queries), top)
-            x0_hat = ddim_sample(fn, noise[0], first.betas, cfg.steps, cfg.eta, noise=noise[1:])
+            x0_hat = g.sample(queries, top, noise[0], first.betas, cfg.steps, cfg.eta, noise[1:])
             return list(torch.softmax(x0_hat / cfg.temperature, dim=-1))  # H x (b, k)
 
 

@@ -191,7 +191,7 @@ def _train(jobs: list[HeadJob], progress, echo) -> list[Head]:
         losses = run_epoch_heads(trainer, batches, runs, desc, progress)
         seconds = time.perf_counter() - t0  # training time, shared by the heads
         t1 = time.perf_counter()
-        metrics = validate_runs(runs, device)
+        metrics = validate_runs(runs, device, progress)
         seconds_val = (time.perf_counter() - t1) / H  # each head's share
         for run, loss, m in zip(runs, losses, metrics, strict=True):
             run.end_epoch(epoch, loss, seconds / H, echo, H > 1, m)
@@ -200,7 +200,7 @@ def _train(jobs: list[HeadJob], progress, echo) -> list[Head]:
     return [run.finish() for run in runs]
 
 
-def validate_runs(runs: list["_Run"], device) -> list[dict[str, float]]:
+def validate_runs(runs: list["_Run"], device, progress: bool = False) -> list[dict[str, float]]:
     """Each run's validation metrics for this epoch. Heads validated on the same cache with
     settings that differ only in their seed re-rank the same top-k, so they sample together
     (`stacked_rerank.py`: each as alone, measured 1.06x faster for three heads on one CPU
@@ -219,7 +219,8 @@ def validate_runs(runs: list["_Run"], device) -> list[dict[str, float]]:
             heads, cfgs = [r.head() for r in group], [r.job.rerank for r in group]
             scores = stacked_scores(val.text, val.audio, heads, cfgs, device)
         for i, s in zip(members, scores, strict=True):
-            metrics[i] = paper_protocol(s, val.audio_index.to(device))
+            # progress: ranking lines if it is long, and the note of a first compile
+            metrics[i] = paper_protocol(s, val.audio_index.to(device), progress=progress)
     return metrics
 
 

@@ -1,0 +1,87 @@
+"""Progress that tells the truth through a warm-up (diffatr/progress.py, diffatr/compiling.py):
+rates and time left count from the end of the first step (and of any announced compile), a
+line shows no rate before one exists, and a compiled function's first call is announced on an
+open display, once per process, as compiled or as loaded from the cache."""
+
+import io
+
+from diffatr import compiling, progress
+from diffatr.progress import Progress, note, note_warmup
+
+
+class Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_slow_first_step_does_not_set_the_rate() -> None:
+    log, clock = io.StringIO(), Clock()
+    bar = Progress(total=250, desc="epoch 1/5", unit="batch", file=log, clock=clock)
+    clock.t += 40.0  # the first batch compiles: 40 s
+    bar.update(1)
+    clock.t += 1.0
+    bar.update(1)
+    clock.t += 29.0  # 29 more batches at one a second
+    bar.update(29)
+    bar.close()
+    lines = log.getvalue().splitlines()
+    # after the first batch: no rate yet; then 30 batches in 30 s: 1 batch/s and 219 s left,
+    # not the 0.44 batch/s and 8m14s that counting the compile would give
+    assert lines[0] == "epoch 1/5: 1/250 batch (0%)"
+    assert lines[1] == "epoch 1/5: 31/250 batch (12%), 1 batch/s, 3m39s left"
+    assert lines[2] == "epoch 1/5: 31/250 batch in 1m10s, 0.443 batch/s"  # the whole truth
+
+
+def test_no_rate_before_a_step_after_the_warmup() -> None:
+    log, clock = io.StringIO(), Clock()
+    bar = Progress(total=10, desc="rank", unit="query", file=log, clock=clock)
+    clock.t += 31.0
+    bar.update(1)  # printed at once (31 s since the start): one step, no rate yet
+    assert log.getvalue() == "rank: 1/10 query (10%)\n"
+    clock.t += 2.0
+    note_warmup()  # e.g. a kernel compiled: the rate counts from here
+    clock.t += 30.0
+    bar.update(3)
+    assert log.getvalue().splitlines()[-1] == "rank: 4/10 query (40%), 0.1 query/s, 1m00s left"
+    bar.close()
+
+
+def test_first_call_is_announced_once_on_an_open_display(monkeypatch) -> None:
+    log = io.StringIO()
+    misses = iter([0, 0, 0, 1])  # the quiet call compiles nothing, the first "k" one graph
+    monkeypatch.setattr(compiling, "_cache_misses", lambda: next(misses))
+    monkeypatch.setattr(compiling, "_CALLED", set())
+    note("nothing is open: not shown")
+    compiling.first_call("quiet", "nothing", lambda: None)  # no display: silent
+    with Progress(total=2, unit="query", file=log) as bar:
+        assert compiling.first_call("k", "the test's kernels", lambda x: x + 1, 1) == 2
+        assert compiling.first_call("k", "the test's kernels", lambda x: x + 2, 1) == 3
+        bar.update(2)
+    lines = log.getvalue().splitlines()
+    assert lines[0].startswith("compiling the test's kernels (on first use")
+    assert lines[1].startswith("the test's kernels: compiled in ")
+    assert len(lines) == 3 and lines[2].startswith("2/2 query in")
+    assert "nothing" not in log.getvalue()
+
+
+def test_a_warm_cache_is_reported_as_loaded(monkeypatch) -> None:
+    log = io.StringIO()
+    monkeypatch.setattr(compiling, "_cache_misses", lambda: 0)
+    monkeypatch.setattr(compiling, "_CALLED", set())
+    with Progress(total=1, unit="query", file=log, leave=False):
+        compiling.first_call("k", "the kernels", lambda: None)
+    assert "the kernels: loaded from the compile cache in " in log.getvalue()
+
+
+def test_a_note_skips_a_display_left_open_on_a_closed_stream() -> None:
+    outer, inner = io.StringIO(), io.StringIO()
+    with Progress(total=1, unit="query", file=outer, leave=False):
+        bar = Progress(total=1, unit="query", file=inner)  # never closed, as after an exception
+        inner.close()
+        note("compiling the kernels")  # no "I/O operation on closed file"
+        assert outer.getvalue() == "compiling the kernels\n"
+        bar.closed = True  # nothing left to print into the closed stream
+        progress._ACTIVE.remove(bar)
