@@ -25,9 +25,23 @@ BETAS = (0.9, 0.999)  # torch.optim.AdamW's defaults, as method.md's optimiser u
 EPS = 1e-8
 
 
+BLOCK = 1 << 14  # values per partial sum of the norm: a fixed partition of its work
+
+
 def _sum_squares(grads: list[torch.Tensor], heads: int) -> torch.Tensor:
-    """Each head's sum of squared gradients over all its rows, (heads,)."""
-    return torch.stack([(g * g).reshape(heads, -1).sum(1) for g in grads]).sum(0)
+    """Each head's sum of squared gradients over all its rows, (heads,).
+
+    In fixed blocks of BLOCK values, then over the blocks: a head's sum over one tensor would
+    be one full reduction, which torch splits into one partial per thread, so its rounding
+    would follow the thread count that training's policy changes (diffatr/threads.py). Each
+    block is summed by one thread, and the few block sums stay under torch's parallel grain.
+    """
+    sums = []
+    for g in grads:
+        x = (g * g).reshape(heads, -1)  # (heads, n)
+        x = torch.nn.functional.pad(x, (0, -x.shape[1] % BLOCK))  # zeros: exact
+        sums.append(x.view(heads, -1, BLOCK).sum(2).sum(1))  # (heads, n / BLOCK) -> (heads,)
+    return torch.stack(sums).sum(0)
 
 
 def _rows(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:

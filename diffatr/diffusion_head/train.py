@@ -23,7 +23,7 @@ from ..cache import Cache, CacheTensors, load_tensors, verify
 from ..device import flush_denormal, resolve_device
 from ..errors import UserError
 from ..evaluate import paper_protocol
-from ..history import write_history
+from ..history import timeless, write_history
 from ..malloc import retained_memory
 from ..progress import Progress, warn
 from ..threads import tick, training_threads
@@ -286,7 +286,7 @@ class _Run:
 
 def _meta(meta: dict, epoch: int, metrics: dict, history: list[dict]) -> dict:
     val = {k: v for k, v in metrics.items() if k not in ("epoch", "loss", "seconds")}
-    return {**meta, "epoch": epoch, "val_metrics": val, "history": history}
+    return {**meta, "epoch": epoch, "val_metrics": val, "history": timeless(history)}
 
 
 def run_epoch(
