@@ -120,7 +120,7 @@ def train_heads(
             echo(f"seed {job.cfg.seed}:")
             heads += train_heads([job], progress, echo)
         return heads
-    with flush_denormal(), training_threads(), retained_memory():
+    with flush_denormal(), training_threads():
         return _train(jobs, progress, echo)
 
 
@@ -175,7 +175,9 @@ def _train(jobs: list[HeadJob], progress, echo) -> list[Head]:
         t0 = time.perf_counter()
         batches = [clip_unique_batches(r.index, cfg.batch_size, r.g) for r in runs]
         desc = f"epoch {epoch}/{cfg.epochs}" + (f" ({H} heads)" if H > 1 else "")
-        losses = run_epoch_heads(trainer, batches, runs, desc, progress)
+        # the steps only: caches loaded and arrays kept after training are allocated outside
+        with retained_memory():
+            losses = run_epoch_heads(trainer, batches, runs, desc, progress)
         seconds = time.perf_counter() - t0  # training time, shared by the heads
         t1 = time.perf_counter()
         metrics = validate_runs(runs, device)
