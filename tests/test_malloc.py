@@ -170,3 +170,30 @@ def test_malloc_settings_of_the_user_are_left_alone(monkeypatch) -> None:
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=131072")
     with retained_memory() as applied:
         assert not applied
+
+
+def test_the_head_loads_its_caches_outside_the_block(monkeypatch, tmp_path) -> None:
+    """Only the training steps run inside `retained_memory`: arrays loaded before (the caches)
+    or kept after are allocated with glibc's own settings."""
+    from diffatr import malloc
+    from diffatr.cache import SyntheticConfig, make_synthetic
+    from diffatr.diffusion_head import RerankConfig
+    from diffatr.diffusion_head import train as module
+
+    for split, n in (("train", 24), ("val", 12)):
+        make_synthetic(tmp_path / f"{split}.h5", SyntheticConfig(n_clips=n, dim=8), split=split)
+    depth = {}
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            depth.setdefault(name, malloc._depth[0])
+            return fn(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapped)
+
+    spy("load_joint", module.load_joint)
+    spy("run_epoch_heads", module.run_epoch_heads)
+    cfg = HeadConfig(K=4, epochs=1, batch_size=4, compiled=False, device="cpu")
+    module.train_head(tmp_path / "train.h5", tmp_path / "val.h5", tmp_path / "h.pt", cfg,
+                      RerankConfig(topk=4, compiled=False), False, lambda _: None)  # fmt: skip
+    assert depth == {"load_joint": 0, "run_epoch_heads": 1}
