@@ -17,9 +17,10 @@ The thread count changes no computed byte (docs/reproducibility.md): the trainin
 that split one sum across threads were rewritten to a fixed partition (the head's gradient
 norm, `diffusion_head/optim.py`; the co-attention head's LayerNorm, `coattention/units.py`),
 and torch.compile'd CPU kernels, which split their reductions by the thread count they were
-compiled for and, compiled for every core, by the count at run time, are compiled for the
-entry count and run with it while the policy is active (inductor's `cpp.threads`, restored on
-leaving). tests/test_threads_determinism.py holds this.
+compiled for and, compiled for every core, by the count at run time, are compiled for one
+thread while the policy is active (inductor's `cpp.threads`, restored on leaving): a fixed
+count above one would keep them waiting at barriers for a descheduled thread (measured 5-7x
+slower head steps with 2 on a busy machine). tests/test_threads_determinism.py holds this.
 """
 
 import contextlib
@@ -64,12 +65,12 @@ class AdaptiveThreads:
         self.compiled_threads: int | None = None  # inductor's cpp.threads before pin(); -1 unset
 
     def pin_compiled(self) -> None:
-        """Compiled CPU kernels: compiled for, and run with, `max_threads` whatever the policy
-        sets (a no-op until torch.compile is imported: a trainer compiles after its first tick)."""
+        """Compiled CPU kernels: compiled for, and run with, one thread whatever the policy sets
+        (a no-op until torch.compile is imported: a trainer compiles after its first tick)."""
         config = sys.modules.get("torch._inductor.config")
         if config is not None and self.compiled_threads is None:
             self.compiled_threads = config.cpp.threads
-            config.cpp.threads = self.max_threads
+            config.cpp.threads = 1
 
     def unpin_compiled(self) -> None:
         config = sys.modules.get("torch._inductor.config")
