@@ -39,8 +39,9 @@ def _sum_squares(grads: list[torch.Tensor], heads: int) -> torch.Tensor:
     sums = []
     for g in grads:
         x = (g * g).reshape(heads, -1)  # (heads, n)
-        x = torch.nn.functional.pad(x, (0, -x.shape[1] % BLOCK))  # zeros: exact
-        sums.append(x.view(heads, -1, BLOCK).sum(2).sum(1))  # (heads, n / BLOCK) -> (heads,)
+        whole = x.shape[1] // BLOCK
+        blocks = x[:, : whole * BLOCK].reshape(heads, whole, BLOCK).sum(2)  # (heads, whole)
+        sums.append(blocks.sum(1) + x[:, whole * BLOCK :].sum(1))  # the rest: under a block
     return torch.stack(sums).sum(0)
 
 
