@@ -3,6 +3,8 @@
 Writes `<ckpt>.log.json` (a list of per-epoch dicts), `<ckpt>.log.csv` (one row per epoch,
 the dict keys as columns) and `<ckpt>.log.png` (the training loss and the validation R@k per
 epoch, what one looks at first), each atomically, so a crash leaves the previous complete log.
+The logs keep each epoch's wall-clock seconds; the checkpoint's copy of the history does not
+(`timeless`), so the same seed, data and settings write the same checkpoint bytes.
 """
 
 import csv
@@ -12,6 +14,13 @@ from pathlib import Path
 
 from .atomic import atomic_open
 from .evaluate.plots import plot_history
+
+WALL_CLOCK = ("seconds", "train_seconds")  # the logs' timing fields, never in a checkpoint
+
+
+def timeless(history: list[dict]) -> list[dict]:
+    """The per-epoch rows without their wall-clock fields: what a checkpoint records."""
+    return [{k: v for k, v in row.items() if k not in WALL_CLOCK} for row in history]
 
 
 def write_history(checkpoint: str | os.PathLike, history: list[dict]) -> None:

@@ -12,11 +12,21 @@ time in /proc/stat minus this process's own) and sets torch's thread count to th
 (at most the count on entry, at least 1; the first guess, before any step, is the 1-minute load
 average); on leaving, the entry count is restored. On an idle machine nothing changes.
 DIFFATR_THREADS=off turns it off; DIFFATR_THREADS=N fixes N threads.
+
+The thread count changes no computed byte (docs/reproducibility.md): the training steps' ops
+that split one sum across threads were rewritten to a fixed partition (the head's gradient
+norm, `diffusion_head/optim.py`; the co-attention head's LayerNorm, `coattention/units.py`),
+and torch.compile'd CPU kernels, which split their reductions by the thread count they were
+compiled for and, compiled for every core, by the count at run time, are compiled for one
+thread while the policy is active (inductor's `cpp.threads`, restored on leaving): a fixed
+count above one would keep them waiting at barriers for a descheduled thread (measured 5-7x
+slower head steps with 2 on a busy machine). tests/test_threads_determinism.py holds this.
 """
 
 import contextlib
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator
 
@@ -52,6 +62,21 @@ class AdaptiveThreads:
         self.cores = cores or os.cpu_count() or 1
         self.last = (time.monotonic(), _cpu_seconds(), _own_seconds())
         self.changes = 0
+        self.compiled_threads: int | None = None  # inductor's cpp.threads before pin(); -1 unset
+
+    def pin_compiled(self) -> None:
+        """Compiled CPU kernels: compiled for, and run with, one thread whatever the policy sets
+        (a no-op until torch.compile is imported: a trainer compiles after its first tick)."""
+        config = sys.modules.get("torch._inductor.config")
+        if config is not None and self.compiled_threads is None:
+            self.compiled_threads = config.cpp.threads
+            config.cpp.threads = 1
+
+    def unpin_compiled(self) -> None:
+        config = sys.modules.get("torch._inductor.config")
+        if config is not None and self.compiled_threads is not None:
+            config.cpp.threads = self.compiled_threads
+        self.compiled_threads = None
 
     def start(self) -> None:
         """A first guess before any step: the 1-minute load average (our process idle)."""
@@ -82,6 +107,7 @@ class AdaptiveThreads:
     def tick(self) -> None:
         import torch
 
+        self.pin_compiled()
         others = self.others()
         if others is not None:
             self._set(torch, others)
@@ -102,12 +128,13 @@ def training_threads() -> Iterator[None]:
         torch.set_num_threads(int(mode))
     elif mode == "adaptive" and before > 1:
         _active.append(AdaptiveThreads(before))
+        _active[-1].pin_compiled()
         _active[-1].start()
     try:
         yield
     finally:
         if _active and mode == "adaptive" and before > 1:
-            _active.pop()
+            _active.pop().unpin_compiled()
         torch.set_num_threads(before)
 
 
@@ -125,6 +152,7 @@ def policy():
     mode = _mode()
     if mode == "adaptive" and torch.get_num_threads() > 1:
         p = AdaptiveThreads(torch.get_num_threads())
+        p.pin_compiled()
         p.start()
         p.step_started = p.tick
         return p

@@ -86,6 +86,7 @@ def test_same_seed_same_checkpoint_and_the_record_it_keeps(tiny, tmp_path) -> No
     assert blob["train_cache"] == str(tiny / "train.h5")
     log = json.loads(a.with_name("a.pt.log.json").read_text())
     assert [row["epoch"] for row in log] == [1, 2]
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in log] == blob["history"]
     assert a.with_name("a.pt.log.csv").read_text().startswith("epoch,loss,seconds,t2a_R@1")
     assert a.with_name("a.pt.log.png").read_bytes()[:4] == b"\x89PNG"
     head = load_coattention(a)

@@ -8,9 +8,9 @@ import torch
 from diffatr.diffusion_head.optim import FusedAdamWEMA, _sum_squares
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-# one head's tensors, with its two directions as the leading axis: sizes that NORM_CHUNKS
-# divides and sizes it does not (a piece per row, or one piece)
-SHAPES = [(2, 64, 48), (2, 48), (2, 1, 96), (2, 40, 40), (2, 7)]
+# one head's tensors, with its two directions as the leading axis: small sizes (one partial
+# block of the norm) and one past optim.BLOCK (whole blocks, then the rest)
+SHAPES = [(2, 64, 48), (2, 48), (2, 1, 96), (2, 40, 40), (2, 7), (2, 130, 131)]
 WD, CLIP, DECAY = 0.1, 1.0, 0.99
 SCALES = [0.01, 30.0, 0.3]  # head 0 unclipped, head 1 clipped hard, head 2 near the limit
 LRS = [[1e-3, 4e-3, 2e-2, 8e-3], [5e-3, 2e-3, 1e-2, 3e-2], [2e-2, 1e-2, 1e-3, 5e-3]]

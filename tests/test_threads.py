@@ -158,3 +158,22 @@ def test_phase_1_and_the_coattention_head_follow_the_policy_every_step(
     assert seen[:3] == [1, 1, 2] and set(seen[3:]) == {2}
     assert len(seen) == batches
     assert torch.get_num_threads() == 2 and not threads._active
+
+
+def test_compiled_kernels_keep_the_entry_count_while_the_policy_runs(machine, monkeypatch):
+    """torch.compile'd CPU kernels split reductions by the thread count they were compiled
+    for: while the policy may change threads they compile for one thread (inductor's
+    cpp.threads), whatever the policy sets; restored afterwards (docs/reproducibility.md)."""
+    from torch._inductor import config
+
+    torch.set_num_threads(2)
+    monkeypatch.delenv("DIFFATR_THREADS", raising=False)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (2.4, 2.0, 2.0))  # busy: 1 thread
+    before = config.cpp.threads
+    with threads.training_threads():
+        assert torch.get_num_threads() == 1 and config.cpp.threads == 1
+        machine.run(1.0, ours=2.0, others=0.0)  # the machine got quiet: 2 threads
+        threads.tick()
+        assert torch.get_num_threads() == 2 and config.cpp.threads == 1
+    assert config.cpp.threads == before and torch.get_num_threads() == 2

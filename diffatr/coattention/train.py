@@ -27,7 +27,7 @@ from ..cache import Cache, CacheTensors, verify
 from ..device import flush_denormal, resolve_device
 from ..errors import UserError
 from ..evaluate import paper_protocol
-from ..history import write_history
+from ..history import timeless, write_history
 from ..lr import warmup_cosine
 from ..progress import Progress
 from ..threads import tick, training_threads
@@ -163,4 +163,4 @@ def make_optimizer(model: CoAttentionHead, cfg: CoAttentionConfig) -> torch.opti
 
 def _meta(meta: dict, epoch: int, metrics: dict, history: list[dict]) -> dict:
     val = {k: v for k, v in metrics.items() if k not in ("epoch", "loss", "seconds")}
-    return {**meta, "epoch": epoch, "val_metrics": val, "history": history}
+    return {**meta, "epoch": epoch, "val_metrics": val, "history": timeless(history)}

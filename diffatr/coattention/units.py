@@ -14,9 +14,22 @@ sublayer's output before the residual sum, as in MCAN.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .attention import MultiHeadAttention
+
+
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm (same parameters, same checkpoints) whose gradients do not depend on the
+    thread count: torch's fused backward sums the weight and bias gradients in one partial per
+    thread, so training's adaptive thread count (diffatr/threads.py) would change their rounding;
+    as a separate multiply-add, autograd sums each feature's column in one thread, in one order."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(
+            self.bias, F.layer_norm(x, self.normalized_shape, eps=self.eps), self.weight
+        )
 
 
 class FeedForward(nn.Module):
@@ -36,9 +49,9 @@ class Sublayers(nn.Module):
     def __init__(self, d_model: int, heads: int, ffn: int, dropout: float):
         super().__init__()
         self.att = MultiHeadAttention(d_model, heads)
-        self.norm1 = nn.LayerNorm(d_model)
+        self.norm1 = LayerNorm(d_model)
         self.ffn = FeedForward(d_model, ffn, dropout)
-        self.norm2 = nn.LayerNorm(d_model)
+        self.norm2 = LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
 
     def finish(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:

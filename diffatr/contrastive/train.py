@@ -23,7 +23,7 @@ from ..cache import Cache, CacheTensors, verify
 from ..device import resolve_device
 from ..errors import UserError
 from ..evaluate import CosineScores, paper_protocol
-from ..history import write_history
+from ..history import timeless, write_history
 from ..progress import Progress, warn
 from ..threads import tick, training_threads
 from .checkpoint import Projection, save_projection
@@ -191,4 +191,4 @@ def _train_contrastive(train_path, val_path, out, cfg, progress, echo) -> Projec
 def _meta(meta: dict, epoch: int, metrics: dict, history: list[dict]) -> dict:
     drop = ("epoch", "loss", "lr", "train_seconds", "seconds")
     val = {k: v for k, v in metrics.items() if k not in drop}
-    return {**meta, "epoch": epoch, "val_metrics": val, "history": history}
+    return {**meta, "epoch": epoch, "val_metrics": val, "history": timeless(history)}

@@ -29,23 +29,26 @@ from ..compiling import is_compile_failure, warn_fallback
 
 BETAS = (0.9, 0.999)  # torch.optim.AdamW's defaults, as method.md's optimiser uses
 EPS = 1e-8
-NORM_CHUNKS = 64  # pieces per tensor and head: enough rows for every thread, a fixed order
+
+
+BLOCK = 1 << 14  # values per partial sum of the norm: a fixed partition of its work
 
 
 def _sum_squares(grads: list[torch.Tensor], heads: int) -> torch.Tensor:
     """Each head's sum of squared gradients over all its rows, (heads,).
 
-    Each tensor's rows of a head are cut into c equal pieces (c divides their size, at most
-    NORM_CHUNKS), each piece summed alone, then the c sums: the order of the additions is set
-    by the shapes, and the threads share out whole pieces, rather than left to how inductor
-    splits one sum of millions of elements (which may depend on the thread count; with torch
-    2.13 the single sum measured the same bits on 1 and 2 threads, and so does this one)."""
-    parts = []
+    In fixed blocks of BLOCK values, then over the blocks: a head's sum over one tensor would
+    be one full reduction, which torch splits into one partial per thread, so its rounding
+    would follow the thread count that training's policy changes (diffatr/threads.py). Each
+    block is summed by one thread, and the few block sums stay under torch's parallel grain.
+    """
+    sums = []
     for g in grads:
-        n = g.numel() // heads
-        c = math.gcd(n, NORM_CHUNKS)
-        parts.append((g * g).reshape(heads, c, n // c).sum(2).sum(1))  # (heads,)
-    return torch.stack(parts).sum(0)
+        x = (g * g).reshape(heads, -1)  # (heads, n)
+        whole = x.shape[1] // BLOCK
+        blocks = x[:, : whole * BLOCK].reshape(heads, whole, BLOCK).sum(2)  # (heads, whole)
+        sums.append(blocks.sum(1) + x[:, whole * BLOCK :].sum(1))  # the rest: under a block
+    return torch.stack(sums).sum(0)
 
 
 def _rows(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from ..cache import Cache, CacheTensors, load_tensors, verify
 from ..device import flush_denormal, resolve_device
 from ..errors import UserError
 from ..evaluate import CosineScores, paper_protocol
-from ..history import write_history
+from ..history import timeless, write_history
 from ..malloc import retained_memory
 from ..progress import Progress, warn
 from ..threads import tick, training_threads
@@ -128,7 +128,7 @@ def train_heads(
             echo(f"seed {job.cfg.seed}:")
             heads += train_heads([job], progress, echo)
         return heads
-    with flush_denormal(), training_threads(), retained_memory():
+    with flush_denormal(), training_threads():
         return _train(jobs, progress, echo)
 
 
@@ -188,7 +188,9 @@ def _train(jobs: list[HeadJob], progress, echo) -> list[Head]:
         t0 = time.perf_counter()
         batches = [clip_unique_batches(r.index, cfg.batch_size, r.g) for r in runs]
         desc = f"epoch {epoch}/{cfg.epochs}" + (f" ({H} heads)" if H > 1 else "")
-        losses = run_epoch_heads(trainer, batches, runs, desc, progress)
+        # the steps only: caches loaded and arrays kept after training are allocated outside
+        with retained_memory():
+            losses = run_epoch_heads(trainer, batches, runs, desc, progress)
         seconds = time.perf_counter() - t0  # training time, shared by the heads
         t1 = time.perf_counter()
         metrics = validate_runs(runs, device, progress)
@@ -317,7 +319,7 @@ def snapshot(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 def _meta(meta: dict, epoch: int, metrics: dict, history: list[dict]) -> dict:
     drop = ("epoch", "loss", "seconds", UNLIKE)
     val = {k: v for k, v in metrics.items() if k not in drop}
-    return {**meta, "epoch": epoch, "val_metrics": val, "history": history}
+    return {**meta, "epoch": epoch, "val_metrics": val, "history": timeless(history)}
 
 
 def run_epoch(

@@ -1,0 +1,221 @@
+"""Same seed, same checkpoint bytes, whatever the thread count training's policy sets
+(diffatr/threads.py changes it mid-training when other processes take cores).
+
+Three layers: every op of each trainer's step gives the same result on 1 and 2 threads (a
+dispatch mode redoes each op); each trainer forced to switch threads every step writes the
+same checkpoint bytes as with 2 threads throughout; and `train-head` beside a busy competing
+process writes the same bytes as without it. Sizes are the smallest at which torch splits
+work across threads (its grain: 32,768 elements), so the tests fail where a sum's partition
+follows the thread count (as on main before this file, 2026-12-07: the head's gradient norm,
+the co-attention head's LayerNorm gradients).
+"""
+
+import itertools
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from diffatr import threads
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    monkeypatch.setenv("DIFFATR_THREADS", "adaptive")
+    yield
+    torch.set_num_threads(before)
+
+
+class ThreadCountOracle(TorchDispatchMode):
+    """Runs every op on 1 and on 2 threads and records those whose results differ."""
+
+    def __init__(self):
+        super().__init__()
+        self.differ: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.__name__
+        # in-place ops and random draws cannot run twice; their inputs were checked as outputs
+        if name.endswith("_") or ".generator" in str(func) or "rand" in name:
+            return func(*args, **kwargs)
+        results = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            results.append(func(*args, **kwargs))
+        one, two = (tree_flatten(r)[0] for r in results)
+        for a, b in zip(one, two, strict=True):
+            if isinstance(a, torch.Tensor) and a.is_floating_point() and not torch.equal(a, b):
+                shapes = [tuple(x.shape) for x in tree_flatten(args)[0] if hasattr(x, "shape")]
+                self.differ.append(f"{func} {shapes}")
+                break
+        return results[1]
+
+
+def head_step():
+    from diffatr.diffusion_head import HeadConfig
+    from diffatr.diffusion_head.trainer import HeadTrainer
+
+    trainer = HeadTrainer(128, HeadConfig(K=10, compiled=False), total_steps=100)
+    g = torch.Generator().manual_seed(0)
+    text, audio = torch.randn(32, 128, generator=g), torch.randn(32, 128, generator=g)
+    return lambda: trainer.step(text, audio, g)
+
+
+def contrastive_step():
+    from diffatr.contrastive import ContrastiveConfig
+    from diffatr.contrastive.heads import ProjectionHeads
+    from diffatr.contrastive.loss import nt_xent
+
+    cfg = ContrastiveConfig(joint_dim=128)
+    torch.manual_seed(0)
+    heads = ProjectionHeads(512, 256, cfg.joint_dim)
+    opt = torch.optim.Adam(heads.parameters(), lr=cfg.lr, fused=True)
+    g = torch.Generator().manual_seed(0)
+    clips = torch.randint(0, 64, (32,), generator=g)  # (B,)
+    a, t = torch.randn(64, 512, generator=g)[clips], torch.randn(32, 256, generator=g)
+
+    def step():
+        loss = nt_xent(*heads(t, a), cfg.tau, clips)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(heads.parameters()), cfg.grad_clip)
+        opt.step()
+
+    return step
+
+
+def coattention_step():
+    from diffatr.coattention import CoAttentionConfig, CoAttentionHead, nt_xent
+    from diffatr.coattention.train import make_optimizer
+
+    cfg = CoAttentionConfig(d_model=32, heads=2, ffn=64, batch_size=16)
+    torch.manual_seed(0)
+    model = CoAttentionHead(48, 40, cfg).train()
+    opt = make_optimizer(model, cfg)
+    g = torch.Generator().manual_seed(0)
+    frames, tokens = torch.randn(16, 20, 48, generator=g), torch.randn(16, 12, 40, generator=g)
+    frame_mask, token_mask = torch.ones(16, 20, dtype=torch.bool), torch.ones(16, 12, dtype=bool)
+    siblings = torch.zeros(16, 16, dtype=torch.bool)
+
+    def step():
+        S = model.all_pairs(
+            model.encode_text(tokens, token_mask), model.encode_audio(frames, frame_mask)
+        )  # (B, B)
+        loss = nt_xent(S, cfg.tau, siblings)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+
+    return step
+
+
+@pytest.mark.parametrize("make_step", [head_step, contrastive_step, coattention_step])
+def test_no_op_of_a_training_step_depends_on_the_thread_count(make_step, two_threads) -> None:
+    step = make_step()
+    step()  # the optimisers' state exists: the second step runs every op
+    oracle = ThreadCountOracle()
+    with oracle:
+        step()
+    assert oracle.differ == []
+
+
+def _head(root):
+    from diffatr.cache import SyntheticConfig, make_synthetic
+    from diffatr.diffusion_head import HeadConfig, RerankConfig
+    from diffatr.diffusion_head import train as module
+
+    for split, n, seed in (("train", 64, 0), ("val", 24, 1)):
+        make_synthetic(
+            root / f"{split}.h5", SyntheticConfig(n_clips=n, dim=128, seed=seed), split=split
+        )
+    cfg = HeadConfig(K=10, epochs=2, batch_size=16, compiled=False, device="cpu")
+    rerank = RerankConfig(topk=8, compiled=False)
+
+    def run(out):
+        module.train_head(root / "train.h5", root / "val.h5", out, cfg, rerank, False, print)
+
+    return module, run
+
+
+def _contrastive(root):
+    from diffatr.cache import BackboneSyntheticConfig, make_synthetic_backbone
+    from diffatr.contrastive import ContrastiveConfig
+    from diffatr.contrastive import train as module
+
+    data = BackboneSyntheticConfig(n_clips=96, captions_per_clip=(2,), audio_dim=512, text_dim=256)
+    for split, seed in (("train", 1), ("val", 2)):
+        make_synthetic_backbone(root / f"{split}.h5", replace(data, seed=seed), split=split)
+    cfg = ContrastiveConfig(joint_dim=128, epochs=2, batch_size=32, device="cpu")
+
+    def run(out):
+        module.train_contrastive(root / "train.h5", root / "val.h5", out, cfg, False, print)
+
+    return module, run
+
+
+def _coattention(root):
+    from diffatr.cache import SequenceSyntheticConfig, make_synthetic_sequences
+    from diffatr.coattention import CoAttentionConfig
+    from diffatr.coattention import train as module
+
+    for split, seed in (("train", 1), ("val", 2)):
+        make_synthetic_sequences(root / f"{split}.h5", SequenceSyntheticConfig(n_bags=8, seed=seed))
+    cfg = CoAttentionConfig(d_model=32, heads=2, ffn=64, batch_size=8, epochs=2, val_topk=4)
+
+    def run(out):
+        module.train_coattention(root / "train.h5", root / "val.h5", out, cfg, False, print)
+
+    return module, run
+
+
+@pytest.mark.parametrize("trainer", [_head, _contrastive, _coattention])
+def test_threads_changed_every_step_give_the_same_checkpoint_bytes(
+    trainer, two_threads, monkeypatch, tmp_path
+) -> None:
+    """The policy's mechanism, forced: 1 and 2 threads in turn, step by step, against 2
+    threads throughout. The checkpoints hold no wall-clock field: their bytes compare."""
+    module, run = trainer(tmp_path)
+    run(tmp_path / "steady" / "ckpt.pt")
+    counts = itertools.cycle([1, 2])
+
+    def switching_tick() -> None:
+        threads.tick()  # the policy's own bookkeeping (compiled kernels' thread count)
+        torch.set_num_threads(next(counts))
+
+    monkeypatch.setattr(module, "tick", switching_tick)
+    run(tmp_path / "switching" / "ckpt.pt")
+    steady = (tmp_path / "steady" / "ckpt.pt").read_bytes()
+    assert (tmp_path / "switching" / "ckpt.pt").read_bytes() == steady
+    assert torch.get_num_threads() == 2  # the entry count is back
+
+
+COMPETITOR = """
+import torch
+torch.set_num_threads(2)
+a = torch.randn(256, 256)
+while True:
+    a = (a @ a) * 1e-3
+"""
+
+
+def test_a_competing_process_does_not_change_the_checkpoint(two_threads, tmp_path) -> None:
+    """train-head twice with the same seed under the real policy, once beside a process that
+    keeps two cores busy (the policy then gives up threads mid-training): the same bytes."""
+    _, run = _head(tmp_path)
+    run(tmp_path / "quiet" / "head.pt")
+    competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR])
+    try:
+        run(tmp_path / "busy" / "head.pt")
+    finally:
+        competitor.kill()
+        competitor.wait()
+    quiet = (tmp_path / "quiet" / "head.pt").read_bytes()
+    assert (tmp_path / "busy" / "head.pt").read_bytes() == quiet
