@@ -123,12 +123,21 @@ def cache_from_arrays(
             'needs one width (space="backbone" for separate encoders)'
         )
     text_settings = {"pooling": pooling} if pooling else {}
+    # As `cache import` does: a text encoder found here has its weights' digest recorded, so
+    # `search` may later load it by the name the cache records (diffatr/experiments/cache_models.py)
+    from ..extract.text import model_digest
+
+    digest = (model_digest(text_encoder) or "") if text_encoder else ""
     with CacheWriter(
         out, dataset=dataset, split=split, space=space, dtype=dtype, overwrite=overwrite
     ) as w:
         w.set_attrs("audio", encoder=audio_encoder, feature_kind="arrays", settings={})
         w.set_attrs(
-            "text", encoder=text_encoder, feature_kind=pooling or "arrays", settings=text_settings
+            "text",
+            encoder=text_encoder,
+            feature_kind=pooling or "arrays",
+            settings=text_settings,
+            checkpoint_sha256=digest,
         )
         w.add_audio(clip_ids, audio)
         w.add_text(captions, index, text)

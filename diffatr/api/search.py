@@ -1,7 +1,8 @@
-"""`diffatr.search`: questions in words -> a cache's best clips, with their captions.
+"""`diffatr.search`: questions in words or example sounds -> a cache's best clips, with their
+captions.
 
-Reads: a cache, the text encoder its provenance names (or `text_encoder=`), optionally a
-projection and a diffusion head. Writes nothing. The ranking is
+Reads: a cache, the encoders its provenance names (or `text_encoder=` / `joint_model=`),
+optionally a projection and a diffusion head. Writes nothing. The ranking is
 `diffatr.experiments.search.search`'s, the one `diffatr search` prints.
 """
 
@@ -46,9 +47,10 @@ def search_config(**options):
 
 def search(
     cache,
-    queries: str | list[str],
+    queries: str | list[str] = (),
     k: int = 10,
     *,
+    examples: list[str | os.PathLike] = (),
     text_encoder: str = "",
     pooling: str = "",
     proj: str | os.PathLike | None = None,
@@ -56,14 +58,19 @@ def search(
     topk: int = 32,
     audio_dir: str | os.PathLike | None = None,
     device: str = "cpu",
+    joint_model: str = "",
+    trust_checkpoint: bool = False,
 ) -> SearchResult:
-    """Rank the clips of `cache` for each query, embedded as the cache's captions were.
+    """Rank the clips of `cache` for each query, embedded as the cache's captions were, and for
+    each audio file in `examples`, embedded as the cache's clips were.
 
     text_encoder / pooling replace the encoder the cache records; proj: a phase-1 projection
     (needed for a backbone-feature cache); head: a diffusion-head checkpoint that re-ranks each
-    query's cosine top-k; audio_dir: resolve each clip id to its file.
+    text query's cosine top-k; audio_dir: resolve each clip id to its file; joint_model: the
+    joint model to embed queries with (default: the one the cache names, loaded only if its
+    sha256 is the recorded one); trust_checkpoint: allow checkpoints that need full unpickling
+    (runs code from the file). A FAISS index beside the cache is used when it matches it.
     """
-    from ..cache import Cache
     from ..experiments.search import search as run_search
 
     path = cache_path(cache)
@@ -77,16 +84,7 @@ def search(
         topk=topk,
         audio_dir=str(audio_dir or ""),
         device=device,
+        joint_model=joint_model,
+        trust_checkpoint=trust_checkpoint,
     )
-    found = run_search(str(path), queries, cfg)
-    with Cache(path) as c:
-        captions, index = c.captions(), c.audio_index()
-        ids = c.audio_ids()
-    by_clip: dict[str, list[str]] = {}
-    for caption, row in zip(captions, index.tolist(), strict=True):
-        if row >= 0:
-            by_clip.setdefault(ids[row], []).append(caption)
-    for result in found["results"]:
-        for hit in result["hits"]:
-            hit["captions"] = by_clip.get(hit["clip_id"], [])
-    return SearchResult(found)
+    return SearchResult(run_search(str(path), queries, cfg, examples=[str(e) for e in examples]))
