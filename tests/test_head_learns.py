@@ -3,7 +3,9 @@
 Half of the coordinates carry only noise (`SyntheticConfig.nuisance_dims`), the same ones in the
 train and validation splits. Cosine weighs them like the signal; the denoiser's Q.K attention
 can learn to ignore them, so ranking the cosine top-16 by the trained head ("gen", the paper's
-Gen) must beat cosine at R@1. Measured when written: cosine t2a/a2t R@1 4.5/6.0, head 9.0/9.0.
+Gen) must beat cosine at R@1. Measured when written: cosine t2a/a2t R@1 4.5/6.0, head 9.0/9.0
+after 10 epochs. Since training's arithmetic no longer follows the thread count (2026-12-07),
+10 epochs give 6.5/10.5 (t2a on the margin) and 15 epochs 9.8/12.5, the setting used here.
 """
 
 import pytest
@@ -32,7 +34,7 @@ def test_trained_head_beats_cosine_where_the_data_allow_it(tmp_path):
     make_synthetic(val, SyntheticConfig(n_clips=200, seed=2, **GEOMETRY), split="val")
     rerank = RerankConfig(topk=16, compiled=False, mode="gen")
     head = train_head(
-        train, val, ckpt, HeadConfig(epochs=10, lr=3e-3), rerank, progress=False, echo=print
+        train, val, ckpt, HeadConfig(epochs=15, lr=3e-3), rerank, progress=False, echo=print
     )
     results = evaluate_with_head(val, ckpt, rerank)
     losses = [row["loss"] for row in head.meta["history"]]
