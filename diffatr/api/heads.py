@@ -16,12 +16,11 @@ from ..errors import ConfigError, UserError
 
 
 @dataclass
-class DiffusionHead:
-    """A trained DiffATR head: `config` (HeadConfig), `meta` (epoch, val_metrics, history)."""
+class _LoadedHead:
+    """What both kinds of loaded head share: the file, the model, its settings and record."""
 
     path: Path
-    model: object  # diffatr.diffusion_head.checkpoint.Head
-    kind: str = "diffusion"
+    model: object  # the kind's own loaded checkpoint
 
     @property
     def config(self):
@@ -30,6 +29,13 @@ class DiffusionHead:
     @property
     def meta(self) -> dict:
         return self.model.meta
+
+
+@dataclass
+class DiffusionHead(_LoadedHead):
+    """A trained DiffATR head: `config` (HeadConfig), `meta` (epoch, val_metrics, history)."""
+
+    kind: str = "diffusion"  # model: diffatr.diffusion_head.checkpoint.Head
 
     @torch.no_grad()
     def rerank(
@@ -79,20 +85,10 @@ class DiffusionHead:
 
 
 @dataclass
-class CoAttentionHead:
+class CoAttentionHead(_LoadedHead):
     """A trained co-attention head (Sun et al.): it reads a cache's frames and tokens."""
 
-    path: Path
-    model: object  # diffatr.coattention.checkpoint.CoHead
-    kind: str = "coattention"
-
-    @property
-    def config(self):
-        return self.model.config
-
-    @property
-    def meta(self) -> dict:
-        return self.model.meta
+    kind: str = "coattention"  # model: diffatr.coattention.checkpoint.CoHead
 
     @torch.no_grad()
     def rerank(

@@ -53,3 +53,11 @@ def trust_checkpoint_option(command):
         help="Load checkpoints that weights-only loading refuses, as full pickles: this runs "
         "code from the file, so only for files from a source you trust (see docs/trust.md).",
     )(command)
+
+
+joint_model_option = click.option(
+    "--joint-model",
+    default="",
+    help="For a joint model's cache: the model to embed queries with [default: the one the "
+    "cache names, loaded only if its sha256 is the one the cache recorded].",
+)

@@ -5,7 +5,7 @@ import json
 import click
 
 from . import main
-from .options import CACHE, trust_checkpoint_option
+from .options import CACHE, joint_model_option, trust_checkpoint_option
 
 
 @main.command()
@@ -86,12 +86,7 @@ from .options import CACHE, trust_checkpoint_option
     "--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write JSON."
 )
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, auto.")
-@click.option(
-    "--joint-model",
-    default="",
-    help="For a joint model's cache: the model to embed queries with [default: the one the "
-    "cache names, loaded only if its sha256 is the one the cache recorded].",
-)
+@joint_model_option
 @trust_checkpoint_option
 def search(cache, query, queries_file, examples, k, json_out, **options):
     """Rank the clips of CACHE for each QUERY (embedded as the cache's captions were) and each

@@ -3,7 +3,7 @@
 import click
 
 from . import main
-from .options import CACHE, trust_checkpoint_option
+from .options import CACHE, joint_model_option, trust_checkpoint_option
 
 
 @main.command()
@@ -41,12 +41,7 @@ from .options import CACHE, trust_checkpoint_option
     help="Largest audio example accepted.",
 )
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, auto.")
-@click.option(
-    "--joint-model",
-    default="",
-    help="For a joint model's cache: the model to embed queries with [default: the one the "
-    "cache names, loaded only if its sha256 is the one the cache recorded].",
-)
+@joint_model_option
 @trust_checkpoint_option
 def serve(cache, audio_dir, host, port, max_upload_mb, **options):
     """Serve a search page for CACHE on http://HOST:PORT/ (and a JSON API: GET

@@ -17,6 +17,10 @@ top-k. "ood" trains on one dataset and tests on another.
 """
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the config names the grids' rows; only the annotations need it here
+    from .config import AblationConfig, Dataset
 
 HEAD_SYSTEMS = ("diffatr", "diffatr-gen")
 
@@ -79,3 +83,16 @@ TABLES: dict[str, Table] = {
 }
 
 TABLE_NAMES = tuple(TABLES)
+
+
+def table_pairs(name: str, datasets: list["Dataset"]) -> list[tuple["Dataset", "Dataset"]]:
+    """The (source, target) `Dataset` pairs of a table: every ordered pair for ood, else (d, d)."""
+    if name == "ood":
+        return [(s, t) for s in datasets for t in datasets if s != t]
+    return [(d, d) for d in datasets]
+
+
+def row_fits(row: Row, cfg: "AblationConfig") -> bool:
+    """False for a row that would sample with more DDIM steps than its head was trained with."""
+    steps = row.rerank.get("steps")
+    return steps is None or steps <= row.head.get("K", cfg.head.K)

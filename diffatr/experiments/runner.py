@@ -30,7 +30,7 @@ from ..evaluate import CosineScores
 from ..evaluate.baselines import baseline_scores
 from .config import AblationConfig, Dataset
 from .figures import diffusion_figure, recall_figure
-from .grids import HEAD_SYSTEMS, TABLES, Row
+from .grids import HEAD_SYSTEMS, TABLES, Row, row_fits, table_pairs
 from .measure import REPORT_TOP, measure
 from .reports import write_reports
 from .store import Store, file_identity
@@ -129,7 +129,7 @@ class Ablation:
         for seed in self.cfg.seeds:
             splits = self.splits(source, seed, target)
             for row in rows:
-                if not _fits(row, self.cfg):
+                if not row_fits(row, self.cfg):
                     continue  # sampling with more steps than the head was trained with
                 record = self.evaluate(row, splits, seed)
                 records.append(
@@ -232,7 +232,7 @@ class Ablation:
             return
         settings: list[dict] = []
         for row in rows:
-            if row.system in HEAD_SYSTEMS and _fits(row, self.cfg) and row.head not in settings:
+            if row.system in HEAD_SYSTEMS and row_fits(row, self.cfg) and row.head not in settings:
                 settings.append(row.head)
         for overrides in settings:
             pending = []
@@ -295,7 +295,7 @@ class Ablation:
         if len(self.cfg.seeds) < 2:
             return
         for row in rows:
-            if row.system not in HEAD_SYSTEMS or not _fits(row, self.cfg):
+            if row.system not in HEAD_SYSTEMS or not row_fits(row, self.cfg):
                 continue
             pending = []
             for seed in self.cfg.seeds:
@@ -391,19 +391,6 @@ class Ablation:
         record = {**record, "seconds": time.perf_counter() - t}
         self.ran.append(folder.name)
         return self.store.finish(folder, record)
-
-
-def table_pairs(name: str, datasets: list[Dataset]) -> list[tuple[Dataset, Dataset]]:
-    """The (source, target) pairs of a table: every ordered pair for ood, else (d, d)."""
-    if name == "ood":
-        return [(s, t) for s in datasets for t in datasets if s != t]
-    return [(d, d) for d in datasets]
-
-
-def _fits(row: Row, cfg: AblationConfig) -> bool:
-    """False for a row that would sample with more DDIM steps than its head was trained with."""
-    steps = row.rerank.get("steps")
-    return steps is None or steps <= row.head.get("K", cfg.head.K)
 
 
 def _space(path: str | Path) -> str:

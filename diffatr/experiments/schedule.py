@@ -38,8 +38,8 @@ from ..extract.distributed import Ranks, ranks_from_env
 from ..progress import EVERY_SECONDS, duration
 from .claims import STALE_AFTER, Claims
 from .config import AblationConfig, Dataset
-from .grids import HEAD_SYSTEMS
-from .runner import Ablation, Splits, _fits, _space, table_pairs
+from .grids import HEAD_SYSTEMS, row_fits, table_pairs
+from .runner import Ablation, Splits, _space
 
 STARTS = "starts.log"
 SCAN = 1.0  # seconds between two looks of rank 0 at every run folder (the progress board)
@@ -146,7 +146,7 @@ class SharedAblation(Ablation):
         seeds = self.cfg.seeds
         for name in tables:
             for s, t in table_pairs(name, datasets):
-                rows = [r for r in self.table_rows(name) if _fits(r, self.cfg)]
+                rows = [r for r in self.table_rows(name) if row_fits(r, self.cfg)]
                 for seed in seeds:
                     splits.append(Unit(f"{s.name} seed {seed}", _call(self.splits, s, seed, t)))
                 settings = []
