@@ -13,6 +13,7 @@ inductor's on-disk cache), then how long that took and which it was, and restart
 display's rate so its time left is not the compile's.
 """
 
+import contextlib
 import sys
 import time
 import warnings
@@ -39,6 +40,20 @@ def is_compile_failure(error: BaseException) -> bool:
 def warn_fallback(error: BaseException, eager: str) -> None:
     """One warning naming the failure and the eager code used instead."""
     warnings.warn(f"torch.compile failed ({error!s:.200}); {eager}", stacklevel=3)
+
+
+def cacheable_autograd():
+    """Context in which AOTAutograd may cache graphs holding custom autograd.Functions (the
+    training step's `_Linear`, `_PairLogits`, ...); torch bypasses its cache for them by
+    default, so every process re-traced and re-partitioned the joint graph: measured 8-10 s
+    before the first step of `train-head` with a warm cache, 5.4 s with this. The key still
+    holds the traced forward and backward of each Function, so a changed backward is a miss.
+    Set only around the compiled calls and put back after (a process-wide flag)."""
+    import torch._functorch.config as functorch_config
+
+    if not hasattr(functorch_config, "autograd_cache_allow_custom_autograd_functions"):
+        return contextlib.nullcontext()  # an older torch: no such cache, nothing to allow
+    return functorch_config.patch(autograd_cache_allow_custom_autograd_functions=True)
 
 
 def first_call(key: str, what: str, fn, *args):

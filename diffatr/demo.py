@@ -24,7 +24,10 @@ class DemoConfig:
     train_clips: int = 2000  # clips in the training split (5 captions each)
     val_clips: int = 300  # clips in the validation split
     seed: int = 0  # the synthetic data's and the training's seed
-    contrastive_epochs: int = 3  # phase 1: measured, validation R@1 peaks at epoch 1-2 here
+    # phase 1: validation R@1 peaks at epoch 1 here (measured: t2a 48.2, 46.7, 44.5 over
+    # epochs 1-3), and epoch 1's weights are the same whatever the epoch count (StepLR drops
+    # the rate at epoch 20): 1 epoch keeps the checkpoint 3 epochs selected, in a third of the time
+    contrastive_epochs: int = 1
     head_epochs: int = 5  # phase 2: the paper's schedule (and its lr, batch and K)
     compiled: bool = True  # torch.compile the head (the fast path; first compile ~30-60 s)
 

@@ -94,6 +94,39 @@ def test_strategy_table_files_regenerate_the_table(tmp_path, joint):
     assert len(records[0]["curves"]["t2a"]) == 100
 
 
+def test_gen_and_gen_dis_share_one_ddim_and_equal_their_own_runs(tmp_path, joint, monkeypatch):
+    """The strategy table's Gen and Gen+Dis rows re-rank with one DDIM per seed (x0_hat kept
+    between them), and their records equal those of runs that sampled on their own."""
+    from diffatr.diffusion_head import fused
+
+    cfg = replace(FAST, seeds=(0,))
+    calls = {"n": 0}
+    real = fused.GalleryDenoiser.sample
+
+    def counted(self, *args, **kwargs):
+        calls["n"] += 1
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(fused.GalleryDenoiser, "sample", counted)
+    shared = Ablation(tmp_path / "shared", cfg, echo=lambda _: None)
+    shared.run(["strategy"], [joint])
+    shared_calls = calls["n"]
+    alone = Ablation(tmp_path / "alone", cfg, echo=lambda _: None)
+    alone.samples.for_settings = lambda key: runner_module.Samples()  # nothing kept
+    calls["n"] = 0
+    alone.run(["strategy"], [joint])
+    # validation samples as often in both; the test split once instead of twice
+    assert calls["n"] > shared_calls > 0
+    got, want = (
+        json.loads((tmp_path / name / "strategy" / "results.json").read_text())["records"]
+        for name in ("shared", "alone")
+    )
+    systems = {r["system"] for r in got}
+    assert {"diffatr", "diffatr-gen"} <= systems
+    for a, b in zip(got, want, strict=True):
+        assert a["system"] == b["system"] and a["metrics"] == b["metrics"]
+
+
 @pytest.mark.parametrize("stack", [False, True], ids=["one-by-one", "stacked"])
 def test_an_interrupted_ablation_resumes_and_ends_as_an_uninterrupted_one(
     tmp_path, joint, monkeypatch, stack

@@ -63,6 +63,7 @@ def test_the_compiled_step_is_one_graph_for_every_step_and_block(monkeypatch) ->
     before = counters["stats"]["unique_graphs"]
     gd = GalleryDenoiser(m, gallery, n_steps=K, compiled=True)
     for rows in (slice(0, 4), slice(1, 4)):  # two block sizes, all K steps each
-        x_T = torch.randn(len(query[rows]), idx.shape[1], generator=g, dtype=torch.float64)
+        # x_T a view, as DiffusionScores passes it (a row of the stacked noise)
+        x_T = torch.randn(2, len(query[rows]), idx.shape[1], generator=g, dtype=torch.float64)[0]
         gd.sample(query[rows], idx[rows], x_T, cosine_betas(K))
     assert gd.compiled and counters["stats"]["unique_graphs"] - before == 1

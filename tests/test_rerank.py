@@ -231,3 +231,47 @@ def test_bad_settings_are_refused(small, head) -> None:
         make(mode="gen+dis")
     with pytest.raises(ValueError, match="temperature must be positive"):
         make(temperature=0.0)
+
+
+def test_shared_samples_give_gen_and_fusion_their_own_scores_with_one_ddim(small, head) -> None:
+    """Gen+Dis then Gen (and another alpha/temperature) through one `Samples`: each equals its
+    own DiffusionScores without it, bit for bit, while DDIM ran for the first one only."""
+    from diffatr.diffusion_head.rerank import Samples, sampling_key
+
+    nt, na = len(small.text), len(small.audio)
+    settings = [
+        RerankConfig(topk=5, compiled=False, seed=2),
+        RerankConfig(topk=5, compiled=False, seed=2, mode="gen"),
+        RerankConfig(topk=5, compiled=False, seed=2, alpha=0.3, temperature=0.5),
+    ]
+    samples = Samples()
+    calls = {"n": 0}
+    for i, cfg in enumerate(settings):
+        alone = DiffusionScores(small.text, small.audio, head, cfg)
+        shared = DiffusionScores(
+            small.text, small.audio, head, cfg,
+            samples=samples.for_settings(("head", "test", sampling_key(cfg))),
+        )  # fmt: skip
+        real = shared.gallery["t2a"].sample
+
+        def counted(*args, real=real, **kwargs):
+            calls["n"] += 1
+            return real(*args, **kwargs)
+
+        shared.gallery["t2a"].sample = counted
+        for fn in ("t2a", "a2t"):
+            n = nt if fn == "t2a" else na
+            got, want = getattr(shared, fn)(0, n), getattr(alone, fn)(0, n)
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+        if i == 0:
+            assert calls["n"] > 0  # the first settings sample
+            first = calls["n"]
+    assert calls["n"] == first  # the others re-use x0_hat
+    # other DDIM settings (seed) empty it: sampled again, never another seed's x0_hat
+    other = RerankConfig(topk=5, compiled=False, seed=3)
+    scores = DiffusionScores(
+        small.text, small.audio, head, other,
+        samples=samples.for_settings(("head", "test", sampling_key(other))),
+    )  # fmt: skip
+    want = DiffusionScores(small.text, small.audio, head, other).t2a(0, nt)
+    torch.testing.assert_close(scores.t2a(0, nt), want, rtol=0, atol=0)

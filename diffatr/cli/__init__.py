@@ -4,6 +4,8 @@ User errors (`UserError`) print as one line, `Error: ...`, exit status 1, no tra
 One module per stage's commands; this one holds the group and the error handling.
 """
 
+import atexit
+import gc
 import sys
 
 import click
@@ -16,6 +18,12 @@ class _Group(click.Group):
     """A click group that turns user errors into one-line messages."""
 
     def invoke(self, ctx):
+        # Registered first, so it runs after every other exit handler: the objects left at
+        # exit (torch.compile's modules hold millions) are frozen, not traversed by the
+        # interpreter's last garbage collections. Measured: exit after a compiled call 2.2 s
+        # -> 0.3 s, after `import torch` 0.8 s -> 0.3 s. Only for cycles left at exit: every
+        # file a command writes is written and closed (renamed into place) before it returns.
+        atexit.register(gc.freeze)
         try:
             return super().invoke(ctx)
         except UserError as e:

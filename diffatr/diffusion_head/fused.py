@@ -238,7 +238,11 @@ class GalleryDenoiser:
             QK = torch.einsum("bd,bnd->bn", QC, self.KC[idx])  # (B, N), once per block
             VCM, GC = self.VCM[idx], self.GC[idx]  # (B, N, 2D)
             WK = {k: self.WK_steps[k][idx] for k, _ in coefficients}  # (B, N) per step
-        x_k = x0_hat = x_T
+        # no views among the step's inputs: a view's guards name its base (`x_T` is a row of
+        # the noise, the next steps' x_k are not views), and the first call's guards failed on
+        # the second, compiling the step twice in every process (measured ~1.5 s)
+        QK = QK.clone()
+        x_k = x0_hat = x_T.clone()
         for n, (k, c) in enumerate(coefficients):
             table = tuple(torch.tensor(v, dtype=x_T.dtype, device=x_T.device) for v in c[:4])
             args = (x_k, QK, WK[k], self.HEp_steps[k], VCM, GC, self.w.w2, self.w.b2, table)

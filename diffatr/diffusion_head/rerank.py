@@ -12,7 +12,13 @@ bounded memory and the chunked ranks come from the evaluation stage unchanged.
 
 The top-k, the blocks and the combination are `diffatr.evaluate.TopKScores`'s; this module
 supplies the head's scores of the top-k pairs.
+
+x0_hat depends on the head, the queries, their top-k and the DDIM settings (steps, eta, seed),
+not on how it is combined (mode, alpha, temperature): `Samples` keeps it, so Gen and Gen+Dis
+of one head on one test split (the ablation's strategy table) run DDIM once.
 """
+
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -35,6 +41,36 @@ def row_noise(seed: int, direction: str, row: int, shape: tuple[int, ...]) -> to
     return torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
 
 
+class Samples:
+    """x0_hat per (direction, first row) of the blocks one head sampled, with their top-k, for
+    re-use by another `DiffusionScores` of the same head, queries and DDIM settings; one set of
+    settings at a time (`for_settings` empties it when they change)."""
+
+    def __init__(self):
+        self.key: tuple | None = None
+        self.blocks: dict[tuple[str, int], tuple[torch.Tensor | None, torch.Tensor]] = {}
+
+    def for_settings(self, key: tuple) -> "Samples":
+        if key != self.key:
+            self.key, self.blocks = key, {}
+        return self
+
+    def get(self, direction: str, row0: int, top) -> torch.Tensor | None:
+        kept = self.blocks.get((direction, row0))
+        if kept is None or (kept[0] is None) != (top is None):
+            return None
+        same = top is None or (kept[0].shape == top.shape and torch.equal(kept[0], top))
+        return kept[1] if same else None
+
+    def put(self, direction: str, row0: int, top, x0_hat: torch.Tensor) -> None:
+        self.blocks[(direction, row0)] = (None if top is None else top.clone(), x0_hat)
+
+
+def sampling_key(cfg: RerankConfig) -> RerankConfig:
+    """What x0_hat depends on of the settings (the combination's fields set to their defaults)."""
+    return replace(cfg, mode="fusion", alpha=1.0, temperature=1.0)
+
+
 class DiffusionScores(TopKScores):
     """Cosine similarity re-ranked by a diffusion head, in both directions, block by block."""
 
@@ -45,14 +81,17 @@ class DiffusionScores(TopKScores):
         head: Head,
         cfg: RerankConfig = RerankConfig(),
         device: torch.device | str = "cpu",
+        samples: Samples | None = None,
     ):
+        """samples: x0_hat already sampled by this head for these queries and DDIM settings
+        (the caller keys it by head and test split; `sampling_key` gives the settings' part)."""
         cfg.check()
         if cfg.steps is not None:
             ddim_timesteps(head.config.K, cfg.steps)  # refuses steps outside 1..K
         combine = "fusion" if cfg.mode == "fusion" else "replace"
         cosine = CosineScores(text, audio, device)
         super().__init__(cosine, self._rescore, cfg.topk, combine, cfg.alpha, cfg.query_block)
-        self.cfg, self.head = cfg, head
+        self.cfg, self.head, self.samples = cfg, head, samples
         if head.config.normalize:
             self.text, self.audio = cosine.text, cosine.audio
         else:
@@ -68,6 +107,9 @@ class DiffusionScores(TopKScores):
     def _rescore(self, direction: str, row0: int, S: torch.Tensor, top) -> torch.Tensor:
         """softmax(x0_hat / temperature) of DDIM over each row's top-k, (b, k)."""
         cfg, g = self.cfg, self.gallery[direction]
+        kept = None if self.samples is None else self.samples.get(direction, row0, top)
+        if kept is not None:
+            return torch.softmax(kept / cfg.temperature, dim=-1)
         b, k = len(S), S.shape[1] if top is None else top.shape[1]
         queries = (self.text if direction == "t2a" else self.audio)[row0 : row0 + b]  # (b, D)
         n_noise = 1 + (len(ddim_timesteps(self.head.config.K, cfg.steps)) if cfg.eta > 0 else 0)
@@ -76,4 +118,6 @@ class DiffusionScores(TopKScores):
         ).to(S.device)  # (n_noise, b, k)
         with flush_denormal():
             x0_hat = g.sample(queries, top, noise[0], self.betas, cfg.steps, cfg.eta, noise[1:])
+            if self.samples is not None:
+                self.samples.put(direction, row0, top, x0_hat)
             return torch.softmax(x0_hat / cfg.temperature, dim=-1)

@@ -16,7 +16,7 @@ Query i's positive is candidate i (N >= B; training has N = B, a batch's items).
 import torch
 import torch.nn.functional as F
 
-from ..compiling import is_compile_failure, warn_fallback
+from ..compiling import cacheable_autograd, is_compile_failure, warn_fallback
 from .denoiser import Denoiser
 
 DIRECTIONS = ("t2a", "a2t")
@@ -239,7 +239,8 @@ class CompiledLoss:
     def _losses(self, args) -> torch.Tensor:
         if self._compiles(args[2]):
             try:
-                return self._fn(*args)
+                with cacheable_autograd():
+                    return self._fn(*args)
             except Exception as exc:
                 if not is_compile_failure(exc):
                     raise
@@ -260,8 +261,9 @@ class CompiledLoss:
             # None in training (the optimiser clears them); a caller's own are kept by value
             before = [None if p.grad is None else p.grad.clone() for p in leaves]
             try:
-                losses = self._fn(*args)
-                losses.sum().backward()
+                with cacheable_autograd():
+                    losses = self._fn(*args)
+                    losses.sum().backward()
                 return losses.detach()
             except Exception as exc:
                 if not is_compile_failure(exc):

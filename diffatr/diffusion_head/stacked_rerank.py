@@ -72,7 +72,8 @@ class StackedGallery:
             WK = {k: self.WK[:, k][:, idx] for k, _ in coefficients}  # (H, b, k) per step
         QK = (QC.unsqueeze(2) * KC).sum(-1)  # (H, b, k), once per block
         w2, b2 = self.w2[:, None, None], self.b2[:, None, None]  # (H, 1, 1, 2D), (H, 1, 1)
-        x_k = x0_hat = x_T
+        # no views among the step's inputs (fused.py: a view's guards compiled the step twice)
+        x_k = x0_hat = x_T.clone()
         for n, (k, c) in enumerate(coefficients):
             table = tuple(torch.tensor(v, dtype=x_T.dtype, device=x_T.device) for v in c[:4])
             args = (x_k, QK, WK[k], self.HEp_steps[k], VCM, GC, w2, b2, table)

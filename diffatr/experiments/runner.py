@@ -23,6 +23,7 @@ from ..coattention.train import train_coattention
 from ..contrastive import project_cache, train_contrastive
 from ..device import resolve_device
 from ..diffusion_head import DiffusionScores, RerankConfig, load_head
+from ..diffusion_head.rerank import Samples, sampling_key
 from ..diffusion_head.stacked_rerank import stacked_scores
 from ..diffusion_head.train import HeadJob, load_joint, stacks_heads, train_head, train_heads
 from ..errors import UserError
@@ -62,6 +63,7 @@ class Ablation:
         self.device = resolve_device(cfg.device)
         self.ran: list[str] = []  # runs done by this process, in order
         self.reused: list[str] = []  # runs an earlier process completed, skipped here
+        self.samples = Samples()  # the last head evaluation's x0_hat (Gen and Gen+Dis share it)
 
     # -- tables -----------------------------------------------------------------------------
     def run(self, tables: list[str], datasets: list[Dataset]) -> dict[str, str]:
@@ -348,7 +350,15 @@ class Ablation:
             test = load_joint(splits.test, "test")
             if uses_head:
                 head = load_head(head_path, self.device)
-                scores = DiffusionScores(test.text, test.audio, head, rerank, self.device)
+                # Gen and Gen+Dis of one head sample the same x0_hat: DDIM runs once for both
+                samples = self.samples.for_settings(
+                    (
+                        tuple(file_identity(head_path).values()),
+                        tuple(file_identity(splits.test).values()),
+                        sampling_key(rerank),
+                    )
+                )
+                scores = DiffusionScores(test.text, test.audio, head, rerank, self.device, samples)
             elif row.system == "cosine":
                 scores = CosineScores(test.text, test.audio, self.device)
             elif row.system == "coattention":
