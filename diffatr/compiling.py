@@ -64,17 +64,26 @@ def first_call(key: str, what: str, fn, *args):
         f"compiling {what} (on first use; ~1 min on 2 cores, then loaded from the compile "
         "cache in seconds)"
     )
-    misses = _cache_misses()
+    before = _graph_counts()
     start = time.monotonic()
     out = fn(*args)
     _CALLED.add(key)  # after success: a compile failure's eager fallback is not announced
-    how = "compiled" if _cache_misses() > misses else "loaded from the compile cache"
+    misses, hits = (after - then for after, then in zip(_graph_counts(), before, strict=True))
+    if misses:
+        how = "compiled"
+    elif hits:
+        how = "loaded from the compile cache"
+    else:  # fn fell back to eager code itself (its warning says why), or was compiled before
+        how = "nothing compiled"
     note(f"{what}: {how} in {duration(time.monotonic() - start)}")
     note_warmup()
     return out
 
 
-def _cache_misses() -> int:
-    """Graphs inductor compiled (not found in its on-disk cache) so far in this process."""
+def _graph_counts() -> tuple[int, int]:
+    """Graphs inductor compiled (not in its on-disk cache) and loaded from it so far."""
     utils = sys.modules.get("torch._dynamo.utils")
-    return 0 if utils is None else utils.counters["inductor"]["fxgraph_cache_miss"]
+    if utils is None:
+        return 0, 0
+    counts = utils.counters["inductor"]
+    return counts["fxgraph_cache_miss"], counts["fxgraph_cache_hit"]

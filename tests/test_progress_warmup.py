@@ -52,7 +52,7 @@ def test_no_rate_before_a_step_after_the_warmup() -> None:
 def test_first_call_is_announced_once_on_an_open_display(monkeypatch) -> None:
     log = io.StringIO()
     misses = iter([0, 0, 0, 1])  # the quiet call compiles nothing, the first "k" one graph
-    monkeypatch.setattr(compiling, "_cache_misses", lambda: next(misses))
+    monkeypatch.setattr(compiling, "_graph_counts", lambda: (next(misses), 0))
     monkeypatch.setattr(compiling, "_CALLED", set())
     note("nothing is open: not shown")
     compiling.first_call("quiet", "nothing", lambda: None)  # no display: silent
@@ -69,11 +69,22 @@ def test_first_call_is_announced_once_on_an_open_display(monkeypatch) -> None:
 
 def test_a_warm_cache_is_reported_as_loaded(monkeypatch) -> None:
     log = io.StringIO()
-    monkeypatch.setattr(compiling, "_cache_misses", lambda: 0)
+    hits = iter([3, 4])  # one graph loaded from inductor's on-disk cache
+    monkeypatch.setattr(compiling, "_graph_counts", lambda: (0, next(hits)))
     monkeypatch.setattr(compiling, "_CALLED", set())
     with Progress(total=1, unit="query", file=log, leave=False):
         compiling.first_call("k", "the kernels", lambda: None)
     assert "the kernels: loaded from the compile cache in " in log.getvalue()
+
+
+def test_a_call_that_compiled_nothing_does_not_claim_a_cache_hit(monkeypatch) -> None:
+    """A fast path that fell back to eager code inside the call (its own warning says why)."""
+    log = io.StringIO()
+    monkeypatch.setattr(compiling, "_graph_counts", lambda: (2, 5))
+    monkeypatch.setattr(compiling, "_CALLED", set())
+    with Progress(total=1, unit="query", file=log, leave=False):
+        compiling.first_call("k", "the kernels", lambda: None)
+    assert log.getvalue().splitlines()[1].startswith("the kernels: nothing compiled in ")
 
 
 def test_a_note_skips_a_display_left_open_on_a_closed_stream() -> None:
@@ -85,3 +96,27 @@ def test_a_note_skips_a_display_left_open_on_a_closed_stream() -> None:
         assert outer.getvalue() == "compiling the kernels\n"
         bar.closed = True  # nothing left to print into the closed stream
         progress._ACTIVE.remove(bar)
+
+
+def test_the_head_training_steps_first_compiled_step_is_announced(monkeypatch) -> None:
+    """HeadTrainer wraps its first full compiled step in first_call; the compiled functions are
+    swapped for their eager originals here so that nothing compiles in the test."""
+    import torch
+
+    from diffatr.diffusion_head import optim, stacked
+    from diffatr.diffusion_head.config import HeadConfig
+    from diffatr.diffusion_head.trainer import HeadTrainer
+
+    monkeypatch.setattr(stacked, "_COMPILED", [stacked.group_losses])
+    monkeypatch.setattr(optim, "_COMPILED", [optim._sum_squares, optim._update])
+    monkeypatch.setattr(compiling, "_CALLED", set())
+    trainer = HeadTrainer(16, HeadConfig(batch_size=4, K=5, compiled=True), total_steps=4)
+    g, log = torch.Generator().manual_seed(0), io.StringIO()
+    with Progress(total=3, unit="batch", file=log) as bar:
+        for B in (4, 4, 3):  # two full batches, then a short one (eager, never announced)
+            trainer.step(torch.randn(B, 16), torch.randn(B, 16), g)
+            bar.update(1)
+    lines = log.getvalue().splitlines()
+    assert lines[0].startswith("compiling the head's training step (on first use")
+    assert lines[1].startswith("the head's training step: nothing compiled in ")
+    assert sum("training step" in line for line in lines) == 2

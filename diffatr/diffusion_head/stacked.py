@@ -233,11 +233,12 @@ class CompiledLoss:
         args = (P, step_table, query, cand, k, eps, abar, logit_scale)
         return self._losses(args).sum()
 
-    def _compiles(self, query: torch.Tensor) -> bool:
+    def compiles(self, query: torch.Tensor) -> bool:
+        """Whether a step on `query` (G, B, D) runs the compiled graphs."""
         return self.enabled and tuple(query.shape[:2]) == (self.groups, self.batch_size)
 
     def _losses(self, args) -> torch.Tensor:
-        if self._compiles(args[2]):
+        if self.compiles(args[2]):
             try:
                 with cacheable_autograd():
                     return self._fn(*args)
@@ -256,7 +257,7 @@ class CompiledLoss:
         were: a graph broken into pieces compiles each piece's backward when it runs, so a
         later piece can fail after an earlier one has added its gradients (twice counted)."""
         args = (P, step_table, query, cand, k, eps, abar, logit_scale)
-        if self._compiles(query):
+        if self.compiles(query):
             leaves = [p for p in P.values() if p.requires_grad]
             # None in training (the optimiser clears them); a caller's own are kept by value
             before = [None if p.grad is None else p.grad.clone() for p in leaves]

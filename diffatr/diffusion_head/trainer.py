@@ -23,6 +23,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
+from ..compiling import first_call
 from ..lr import warmup_cosine
 from .checkpoint import new_denoiser
 from .config import HeadConfig
@@ -173,9 +174,19 @@ class HeadTrainer:
             h = heads[0]
             P = {name: p[2 * h : 2 * h + 2] for name, p in P.items()}
         args = (self.pair.step_table, query, cand, k, eps, self.abar, self.cfg.logit_scale)
-        losses = self.loss_fn.losses_and_grads(P, *args)  # (2h,)
-        if len(heads) == self.heads:
-            self.opt.step(lrs)
+
+        def train_step() -> torch.Tensor:
+            losses = self.loss_fn.losses_and_grads(P, *args)  # (2h,)
+            if len(heads) == self.heads:
+                self.opt.step(lrs)
+            else:
+                self.opt.step(lrs, head=heads[0])
+            return losses
+
+        if len(heads) == self.heads and self.loss_fn.compiles(query):
+            # the first full step compiles (or loads) forward, backward and update: say so
+            key = f"head_train_step_{self.heads}x{self.cfg.batch_size}"
+            losses = first_call(key, "the head's training step", train_step)
         else:
-            self.opt.step(lrs, head=heads[0])
+            losses = train_step()
         return losses.view(-1, 2).sum(1).tolist()

@@ -351,13 +351,8 @@ class Ablation:
             if uses_head:
                 head = load_head(head_path, self.device)
                 # Gen and Gen+Dis of one head sample the same x0_hat: DDIM runs once for both
-                samples = self.samples.for_settings(
-                    (
-                        tuple(file_identity(head_path).values()),
-                        tuple(file_identity(splits.test).values()),
-                        sampling_key(rerank),
-                    )
-                )
+                key = [tuple(file_identity(p).values()) for p in (head_path, splits.test)]
+                samples = self.samples.for_settings((*key, sampling_key(rerank)))
                 scores = DiffusionScores(test.text, test.audio, head, rerank, self.device, samples)
             elif row.system == "cosine":
                 scores = CosineScores(test.text, test.audio, self.device)
