@@ -1,4 +1,4 @@
-"""How many threads training uses on a machine that other processes may share.
+"""How many threads training and re-ranking use on a machine that other processes may share.
 
 Reads /proc/stat (Linux) between training steps; writes nothing. A training step of the heads
 is hundreds of small operators, each an OpenMP parallel region that ends in a barrier. When
@@ -21,6 +21,11 @@ compiled for and, compiled for every core, by the count at run time, are compile
 thread while the policy is active (inductor's `cpp.threads`, restored on leaving): a fixed
 count above one would keep them waiting at barriers for a descheduled thread (measured 5-7x
 slower head steps with 2 on a busy machine). tests/test_threads_determinism.py holds this.
+
+Re-ranking (`ranking_threads()`, every `TopKScores`: the diffusion and co-attention heads,
+the baselines) follows the same policy between blocks of queries: the DDIM step is one
+OpenMP region with four barriers per call, thousands of calls per command (measured on 2
+cores beside a 2-thread competitor: `evaluate --head` 48-61 s, against 17-21 s quiet).
 """
 
 import contextlib
@@ -57,8 +62,8 @@ def _own_seconds() -> float:
 class AdaptiveThreads:
     """Sets torch's thread count from the cores the other processes leave free."""
 
-    def __init__(self, max_threads: int, cores: int | None = None):
-        self.max_threads = max_threads
+    def __init__(self, max_threads: int, cores: int | None = None, pin: bool = True):
+        self.max_threads, self.pin = max_threads, pin
         self.cores = cores or os.cpu_count() or 1
         self.last = (time.monotonic(), _cpu_seconds(), _own_seconds())
         self.changes = 0
@@ -68,7 +73,7 @@ class AdaptiveThreads:
         """Compiled CPU kernels: compiled for, and run with, one thread whatever the policy sets
         (a no-op until torch.compile is imported: a trainer compiles after its first tick)."""
         config = sys.modules.get("torch._inductor.config")
-        if config is not None and self.compiled_threads is None:
+        if self.pin and config is not None and self.compiled_threads is None:
             self.compiled_threads = config.cpp.threads
             config.cpp.threads = 1
 
@@ -135,6 +140,37 @@ def training_threads() -> Iterator[None]:
     finally:
         if _active and mode == "adaptive" and before > 1:
             _active.pop().unpin_compiled()
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def ranking_threads() -> Iterator[None]:
+    """The thread policy for re-ranking (call `tick()` between blocks of queries inside).
+
+    Training's policy with two differences. Compiled kernels are not pinned to one thread: the
+    re-ranking kernels split no sum across threads (each query's row is one thread's work;
+    tests/test_threads_determinism.py compares the scores' bits on 1 and 2 threads), and the
+    kernels inductor compiles for every core read the thread count when they run. And no first
+    guess: the first block runs at the entry count, so a kernel compiled there is compiled for
+    it (compiled for fewer threads than cores, a kernel fixes that count, in another cache
+    entry). Inside a training policy (validation) that policy rules.
+    """
+    import torch
+
+    mode, before = _mode(), torch.get_num_threads()
+    policy = None
+    if _active:
+        pass
+    elif mode.isdigit() and int(mode) > 0:
+        torch.set_num_threads(int(mode))
+    elif mode == "adaptive" and before > 1:
+        policy = AdaptiveThreads(before, pin=False)
+        _active.append(policy)
+    try:
+        yield
+    finally:
+        if policy is not None:
+            _active.remove(policy)
         torch.set_num_threads(before)
 
 

@@ -177,3 +177,35 @@ def test_compiled_kernels_keep_the_entry_count_while_the_policy_runs(machine, mo
         threads.tick()
         assert torch.get_num_threads() == 2 and config.cpp.threads == 1
     assert config.cpp.threads == before and torch.get_num_threads() == 2
+
+
+def test_ranking_threads_gives_a_core_up_between_blocks_and_compiles_at_the_entry_count(
+    machine, monkeypatch
+) -> None:
+    """Re-ranking's policy: no first guess (the first block, whose call compiles, runs at the
+    entry count even on a busy machine), compiled kernels not pinned (they read the count at
+    run time), a core given up at the next look, the entry count back on leaving; inside a
+    training policy, that policy's."""
+    from torch._inductor import config
+
+    torch.set_num_threads(2)
+    monkeypatch.delenv("DIFFATR_THREADS", raising=False)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (2.4, 2.0, 2.0))  # busy
+    before = config.cpp.threads
+    with threads.ranking_threads():
+        assert torch.get_num_threads() == 2 and config.cpp.threads == before
+        machine.run(1.0, ours=1.0, others=1.5)  # a competitor holds a core
+        threads.tick()
+        assert torch.get_num_threads() == 1 and config.cpp.threads == before
+    assert torch.get_num_threads() == 2 and not threads._active
+    with threads.training_threads():  # validation inside training: training's policy
+        outer = threads._active[-1]
+        with threads.ranking_threads():
+            assert threads._active == [outer]
+        assert torch.get_num_threads() == 1  # training's first guess, kept
+    monkeypatch.setenv("DIFFATR_THREADS", "off")
+    with threads.ranking_threads():
+        machine.run(1.0, ours=1.0, others=1.5)
+        threads.tick()
+        assert torch.get_num_threads() == 2

@@ -219,3 +219,39 @@ def test_a_competing_process_does_not_change_the_checkpoint(two_threads, tmp_pat
         competitor.wait()
     quiet = (tmp_path / "quiet" / "head.pt").read_bytes()
     assert (tmp_path / "busy" / "head.pt").read_bytes() == quiet
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_re_ranking_scores_do_not_depend_on_the_thread_count(compiled, two_threads, monkeypatch):
+    """`TopKScores` ticks the policy between blocks of queries (`ranking_threads`): the head's
+    scores with 1 and 2 threads in turn, block by block, against 2 threads throughout, eager
+    and through the compiled DDIM step (each query's row is one thread's work). Sizes above
+    torch's grain: a block's gathered candidates are 64 x 32 x 128 values."""
+    from rerank_oracle import random_head
+
+    from diffatr.diffusion_head import DiffusionScores, RerankConfig
+    from diffatr.evaluate import topk
+
+    g = torch.Generator().manual_seed(3)
+    text, audio = torch.randn(320, 64, generator=g), torch.randn(160, 64, generator=g)
+    head = random_head(64, K=10)
+    cfg = RerankConfig(topk=32, steps=5, query_block=64, compiled=compiled)
+
+    def scores():
+        s = DiffusionScores(text, audio, head, cfg)
+        return s.t2a(0, s.n_text), s.a2t(0, s.n_audio)
+
+    steady = scores()
+    counts = itertools.cycle([1, 2])
+    seen = []
+
+    def switching_tick() -> None:
+        seen.append(torch.get_num_threads())
+        torch.set_num_threads(next(counts))
+
+    monkeypatch.setattr(topk, "tick", switching_tick)
+    switching = scores()
+    assert set(seen) == {1, 2}  # both counts ran blocks
+    for a, b in zip(steady, switching, strict=True):
+        assert torch.equal(a, b)
+    assert torch.get_num_threads() == 2  # the entry count is back

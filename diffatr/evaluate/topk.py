@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 
 from ..progress import warn
+from ..threads import ranking_threads, tick
 from .similarity import CosineScores
 
 COMBINE = ("fusion", "replace")
@@ -90,8 +91,10 @@ class TopKScores:
     @torch.no_grad()
     def _rerank(self, direction: str, S: torch.Tensor, first_row: int) -> torch.Tensor:
         out = S.clone()
-        for s in range(0, len(S), self.query_block):
-            self._block(direction, out[s : s + self.query_block], first_row + s)
+        with ranking_threads():  # one thread while another process holds a core
+            for s in range(0, len(S), self.query_block):
+                self._block(direction, out[s : s + self.query_block], first_row + s)
+                tick()
         return out
 
     def _block(self, direction: str, S: torch.Tensor, row0: int) -> None:
