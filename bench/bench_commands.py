@@ -94,6 +94,10 @@ def timed(args: list[str], cwd: Path, cache_dir: Path | None) -> float:
     seconds = time.perf_counter() - t
     if out.returncode != 0:
         sys.exit(f"{' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    # each run as it ends (the whole benchmark takes ~30 min; the table comes at each section's end)
+    label = " ".join(Path(a).name if "/" in a else a for a in args[2:])
+    cache = "default cache" if cache_dir is None else Path(cache_dir).name
+    print(f"    ran `diffatr {label}` ({cache}): {seconds:.1f} s", file=sys.stderr, flush=True)
     return seconds
 
 
@@ -141,6 +145,7 @@ def measure(
         timed([*cli, "evaluate", te, "--head", head, "--no-compile"], folder, None)
         for _ in range(runs)
     ]
+    print("    the kernels in steady state (one child process) ...", file=sys.stderr, flush=True)
     out = subprocess.run(
         [sys.executable, "-c", KERNELS, te, str(runs), blocks],
         cwd=ROOT,

@@ -25,7 +25,8 @@ slower head steps with 2 on a busy machine). tests/test_threads_determinism.py h
 Re-ranking (`ranking_threads()`, every `TopKScores`: the diffusion and co-attention heads,
 the baselines) follows the same policy between blocks of queries: the DDIM step is one
 OpenMP region with four barriers per call, thousands of calls per command (measured on 2
-cores beside a 2-thread competitor: `evaluate --head` 48-61 s, against 17-21 s quiet).
+cores beside a 2-thread competitor, `evaluate --head` at AudioCaps-test scale: 47-68 s with
+DIFFATR_THREADS=off, 37-39 s with the policy, 18-20 s quiet; docs/speed.md).
 """
 
 import contextlib
@@ -102,9 +103,11 @@ class AdaptiveThreads:
 
     def others(self) -> float | None:
         """Cores used by other processes since the last call, or None (unknown, too soon)."""
-        now, total, own = time.monotonic(), _cpu_seconds(), _own_seconds()
-        t0, total0, own0 = self.last
-        if total is None or total0 is None or now - t0 < INTERVAL:
+        now, (t0, total0, own0) = time.monotonic(), self.last
+        if now - t0 < INTERVAL:  # too soon: /proc/stat not even read (ticks may be frequent)
+            return None
+        total, own = _cpu_seconds(), _own_seconds()
+        if total is None or total0 is None:
             return None
         self.last = (now, total, own)
         return max(0.0, (total - total0) - (own - own0)) / (now - t0)
@@ -125,22 +128,8 @@ def _mode() -> str:
 @contextlib.contextmanager
 def training_threads() -> Iterator[None]:
     """The thread policy for a training loop (call `tick()` once per step inside)."""
-    import torch
-
-    before = torch.get_num_threads()
-    mode = _mode()
-    if mode.isdigit() and int(mode) > 0:
-        torch.set_num_threads(int(mode))
-    elif mode == "adaptive" and before > 1:
-        _active.append(AdaptiveThreads(before))
-        _active[-1].pin_compiled()
-        _active[-1].start()
-    try:
+    with _policy(ranking=False):
         yield
-    finally:
-        if _active and mode == "adaptive" and before > 1:
-            _active.pop().unpin_compiled()
-        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
@@ -153,24 +142,36 @@ def ranking_threads() -> Iterator[None]:
     kernels inductor compiles for every core read the thread count when they run. And no first
     guess: the first block runs at the entry count, so a kernel compiled there is compiled for
     it (compiled for fewer threads than cores, a kernel fixes that count, in another cache
-    entry). Inside a training policy (validation) that policy rules.
+    entry). Inside a training policy (validation) that policy rules, untouched.
     """
+    with _policy(ranking=True):
+        yield
+
+
+@contextlib.contextmanager
+def _policy(ranking: bool) -> Iterator[None]:
+    """DIFFATR_THREADS for one loop; the entry thread count (and inductor's) back on leaving."""
     import torch
 
+    if ranking and _active:  # re-ranking inside training: tick() reaches training's policy
+        yield
+        return
     mode, before = _mode(), torch.get_num_threads()
     policy = None
-    if _active:
-        pass
-    elif mode.isdigit() and int(mode) > 0:
-        torch.set_num_threads(int(mode))
+    if mode.isdigit() and int(mode) > 0:
+        torch.set_num_threads(int(mode))  # the user's explicit count
     elif mode == "adaptive" and before > 1:
-        policy = AdaptiveThreads(before, pin=False)
+        policy = AdaptiveThreads(before, pin=not ranking)
         _active.append(policy)
+        policy.pin_compiled()
+        if not ranking:
+            policy.start()
     try:
         yield
     finally:
         if policy is not None:
             _active.remove(policy)
+            policy.unpin_compiled()
         torch.set_num_threads(before)
 
 

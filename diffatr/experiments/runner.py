@@ -14,7 +14,7 @@ is faster (`stack_heads`: by default on CUDA, not on CPU), else one after anothe
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from ..cache import Cache, load_tensors
@@ -34,18 +34,8 @@ from .figures import diffusion_figure, recall_figure
 from .grids import HEAD_SYSTEMS, TABLES, Row, row_fits, table_pairs
 from .measure import REPORT_TOP, measure
 from .reports import write_reports
-from .store import Store, file_identity
+from .store import Splits, Store, file_identity
 from .tables import write_table
-
-
-@dataclass(frozen=True)
-class Splits:
-    """Joint-space caches: a head trains on train/val and is tested on test."""
-
-    train: Path
-    val: Path
-    test: Path
-    key: dict  # what they depend on (inputs, phase-1 run), for the runs downstream
 
 
 class Ablation:

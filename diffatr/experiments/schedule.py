@@ -39,7 +39,8 @@ from ..progress import EVERY_SECONDS, duration
 from .claims import STALE_AFTER, Claims
 from .config import AblationConfig, Dataset
 from .grids import HEAD_SYSTEMS, row_fits, table_pairs
-from .runner import Ablation, Splits, _space
+from .runner import Ablation, _space
+from .store import Splits
 
 STARTS = "starts.log"
 SCAN = 1.0  # seconds between two looks of rank 0 at every run folder (the progress board)

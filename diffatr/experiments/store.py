@@ -12,11 +12,22 @@ import hashlib
 import json
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import atomic_open
 
 DONE = "done.json"
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Joint-space caches: a head trains on train/val and is tested on test."""
+
+    train: Path
+    val: Path
+    test: Path
+    key: dict  # what they depend on (inputs, phase-1 run), for the runs downstream
 
 
 def digest(obj) -> str:
