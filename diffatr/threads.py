@@ -36,6 +36,8 @@ import sys
 import time
 from collections.abc import Iterator
 
+from .errors import UserError
+
 INTERVAL = 0.5  # seconds between looks at the machine's load
 MARGIN = 0.3  # cores the others may use before we give one up (background noise)
 
@@ -121,8 +123,21 @@ class AdaptiveThreads:
             self._set(torch, others)
 
 
+def check_setting() -> None:
+    """Refuse a bad DIFFATR_THREADS now (the CLI, before any work)."""
+    _mode()
+
+
 def _mode() -> str:
-    return os.environ.get("DIFFATR_THREADS", "adaptive").strip().lower()
+    """DIFFATR_THREADS: "adaptive" (unset), "off" or a thread count >= 1; anything else refused
+    (a typo must not silently turn the policy off)."""
+    mode = os.environ.get("DIFFATR_THREADS", "adaptive").strip().lower() or "adaptive"
+    if mode in ("adaptive", "off") or (mode.isdigit() and int(mode) > 0):
+        return mode
+    raise UserError(
+        f"DIFFATR_THREADS={os.environ['DIFFATR_THREADS']!r}: use adaptive, off or a number of "
+        "threads (1 or more)"
+    )
 
 
 @contextlib.contextmanager

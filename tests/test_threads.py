@@ -209,3 +209,26 @@ def test_ranking_threads_gives_a_core_up_between_blocks_and_compiles_at_the_entr
         machine.run(1.0, ours=1.0, others=1.5)
         threads.tick()
         assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("value", ["adaptve", "0", "-2", "two"])
+def test_a_bad_diffatr_threads_is_refused_by_name(value, monkeypatch) -> None:
+    """A typo must not silently turn the policy off (it did: anything unknown meant "off")."""
+    from diffatr.errors import UserError
+
+    monkeypatch.setenv("DIFFATR_THREADS", value)
+    for policy in (threads.training_threads, threads.ranking_threads):
+        refused = pytest.raises(UserError, match=f"DIFFATR_THREADS='{value}': use adaptive, off")
+        with refused, policy():
+            pass
+
+
+def test_the_cli_refuses_a_bad_diffatr_threads_before_any_work(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from diffatr.cli import main
+
+    missing = tmp_path / "not-read.h5"  # the setting is checked first: no "no such file"
+    result = CliRunner().invoke(main, ["evaluate", str(missing)], env={"DIFFATR_THREADS": "x"})
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "Error: DIFFATR_THREADS='x': use adaptive, off" in result.output

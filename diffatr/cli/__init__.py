@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from .. import __version__
+from .. import __version__, threads
 from ..errors import UserError
 
 
@@ -25,6 +25,7 @@ class _Group(click.Group):
         # file a command writes is written and closed (renamed into place) before it returns.
         atexit.register(gc.freeze)
         try:
+            threads.check_setting()  # a bad DIFFATR_THREADS before the work, not hours into it
             return super().invoke(ctx)
         except UserError as e:
             raise click.ClickException(str(e)) from None
