@@ -14,6 +14,7 @@ display's rate so its time left is not the compile's.
 """
 
 import contextlib
+import platform
 import sys
 import time
 import warnings
@@ -21,6 +22,47 @@ import warnings
 from .progress import duration, note, note_warmup
 
 _CALLED: set[str] = set()  # compiled functions already called once in this process
+
+
+@contextlib.contextmanager
+def compile_settings(compiled: bool, ranking: bool = False):
+    """Inductor's settings for a loop of compiled calls (`compiled`; otherwise nothing is set
+    and no compiler imported), put back on leaving. Both are part of inductor's cache key, so
+    every loop of a kind sets them the same way.
+
+    The CPU's vector ISA from its flags (`cpp.vec_isa_ok`): inductor picks the ISA of its
+    kernels (AVX2, AVX-512, ...) among those /proc/cpuinfo lists, and proves each by compiling
+    and loading a test library in a child process: measured 5 s of the 10 s a first
+    `evaluate --head` spent compiling, and 0.8 s of every later process that compiles. With the
+    flags' word it picks the same ISA wherever the C++ compiler builds it; one that cannot fails
+    to compile, and the fast paths fall back to eager code with a warning, as with no compiler.
+    Only on x86-64 Linux where torch's own kernels run AVX2 or AVX-512, and never over the
+    user's TORCHINDUCTOR_VEC_ISA_OK.
+
+    Re-ranking (`ranking`): kernels for any thread count (`cpp.dynamic_threads`). The thread
+    policy (threads.py) may give a core up between blocks; a kernel compiled for all cores
+    already reads the count when it runs (the same code, measured), but its cache entry was
+    keyed by the count it was compiled at, so the first block on one thread compiled the kernels
+    again (~6 s) instead of loading them.
+    """
+    if not compiled:
+        yield
+        return
+    from torch._inductor import config
+
+    settings = {"cpp.dynamic_threads": True} if ranking else {}
+    if config.cpp.vec_isa_ok is None and _trusts_cpu_flags():  # else the user's setting rules
+        settings["cpp.vec_isa_ok"] = True
+    with config.patch(settings):
+        yield
+
+
+def _trusts_cpu_flags() -> bool:
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
 
 
 def compile_failures() -> tuple[type[BaseException], ...]:
@@ -67,6 +109,7 @@ def first_call(key: str, what: str, fn, *args):
     before = _graph_counts()
     start = time.monotonic()
     out = fn(*args)
+    restart_policy()  # the compiler's child processes are not other users of the machine
     _CALLED.add(key)  # after success: a compile failure's eager fallback is not announced
     misses, hits = (after - then for after, then in zip(_graph_counts(), before, strict=True))
     if misses:
@@ -78,6 +121,13 @@ def first_call(key: str, what: str, fn, *args):
     note(f"{what}: {how} in {duration(time.monotonic() - start)}")
     note_warmup()
     return out
+
+
+def restart_policy() -> None:
+    """The thread policy's next look at the machine starts now (threads.restart)."""
+    from . import threads
+
+    threads.restart()
 
 
 def _graph_counts() -> tuple[int, int]:

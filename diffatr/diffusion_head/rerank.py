@@ -104,6 +104,9 @@ class DiffusionScores(TopKScores):
             "a2t": GalleryDenoiser(head.a2t.to(device), self.text, K, cfg.compiled),
         }
 
+    def compiles(self) -> bool:
+        return self.cfg.compiled
+
     def _rescore(self, direction: str, row0: int, S: torch.Tensor, top) -> torch.Tensor:
         """softmax(x0_hat / temperature) of DDIM over each row's top-k, (b, k)."""
         cfg, g = self.cfg, self.gallery[direction]

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cache import Cache, CacheTensors, load_tensors, verify
+from ..compiling import compile_settings
 from ..device import flush_denormal, resolve_device
 from ..errors import UserError
 from ..evaluate import CosineScores, paper_protocol
@@ -128,7 +129,7 @@ def train_heads(
             echo(f"seed {job.cfg.seed}:")
             heads += train_heads([job], progress, echo)
         return heads
-    with flush_denormal(), training_threads():
+    with flush_denormal(), training_threads(), compile_settings(cfg.compiled):
         return _train(jobs, progress, echo)
 
 

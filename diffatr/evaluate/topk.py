@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..compiling import compile_settings
 from ..progress import warn
 from ..threads import ranking_threads, tick
 from .similarity import CosineScores
@@ -82,6 +83,10 @@ class TopKScores:
         self.topk, self.combine, self.alpha, self.query_block = topk, combine, alpha, query_block
         self.n_text, self.n_audio = cosine.n_text, cosine.n_audio
 
+    def compiles(self) -> bool:
+        """Whether `rescore` runs torch.compile'd code."""
+        return False
+
     def t2a(self, start: int, stop: int) -> torch.Tensor:
         return self._rerank("t2a", self.cosine.t2a(start, stop), start)
 
@@ -91,7 +96,8 @@ class TopKScores:
     @torch.no_grad()
     def _rerank(self, direction: str, S: torch.Tensor, first_row: int) -> torch.Tensor:
         out = S.clone()
-        with ranking_threads():  # one thread while another process holds a core
+        # one thread while another process holds a core; compiled kernels for any count
+        with ranking_threads(), compile_settings(self.compiles(), ranking=True):
             for s in range(0, len(S), self.query_block):
                 self._block(direction, out[s : s + self.query_block], first_row + s)
                 tick()
