@@ -5,7 +5,9 @@ checkpoint (random weights, as bench_head.py's) in a temporary folder, then time
 shell (a fresh `python -m diffatr.cli` process per run, wall time):
 
     evaluate te.h5                              cosine only
-    evaluate te.h5 --head head.pt               empty compile cache (first use), then warm
+    evaluate te.h5 --head head.pt               empty compile cache (first use), then warm;
+                                                once more on a "fresh machine" (an empty
+                                                TMPDIR too: no precompiled header either)
     evaluate te.h5 --head head.pt --no-compile  eager code
     evaluate --help                             start-up (imports)
 
@@ -78,18 +80,24 @@ def load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def env(cache_dir: Path | None) -> dict:
+def env(cache_dir: Path | None, tmpdir: Path | None = None) -> dict:
     e = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
     if cache_dir is not None:
         e["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
+    if tmpdir is not None:  # inductor's precompiled headers live in TMPDIR/torchinductor_USER
+        e["TMPDIR"] = str(tmpdir)
     return e
 
 
-def timed(args: list[str], cwd: Path, cache_dir: Path | None) -> float:
+def timed(args: list[str], cwd: Path, cache_dir: Path | None, tmpdir: Path | None = None) -> float:
     """Wall seconds of one command in a fresh process (it must succeed)."""
     t = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env(cache_dir), capture_output=True, text=True
+        [sys.executable, *args],
+        cwd=cwd,
+        env=env(cache_dir, tmpdir),
+        capture_output=True,
+        text=True,
     )
     seconds = time.perf_counter() - t
     if out.returncode != 0:
@@ -138,6 +146,12 @@ def measure(
         cache = warm_dir if i == 0 else Path(tempfile.mkdtemp(dir=folder, prefix="inductor-"))
         cold.append(timed([*cli, "evaluate", te, "--head", head], folder, cache))
     r["evaluate --head, first use"] = cold
+    # a machine that never compiled: inductor also builds its precompiled header, kept outside
+    # the compile cache (in the temp dir) and shared by every later compile of every cache
+    fresh = Path(tempfile.mkdtemp(dir=folder, prefix="tmp-"))
+    r["evaluate --head, fresh machine"] = [
+        timed([*cli, "evaluate", te, "--head", head], folder, fresh / "inductor", fresh)
+    ]
     r["evaluate --head, warm"] = [
         timed([*cli, "evaluate", te, "--head", head], folder, warm_dir) for _ in range(runs)
     ]
