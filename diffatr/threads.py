@@ -157,10 +157,11 @@ def ranking_threads() -> Iterator[None]:
     Training's policy with two differences. Compiled kernels are not pinned to one thread: the
     re-ranking kernels split no sum across threads (each query's row is one thread's work;
     tests/test_threads_determinism.py compares the scores' bits on 1 and 2 threads), and the
-    kernels inductor compiles for every core read the thread count when they run. And no first
-    guess: the first block runs at the entry count, so a kernel compiled there is compiled for
-    it (compiled for fewer threads than cores, a kernel fixes that count, in another cache
-    entry). Inside a training policy (validation) that policy rules, untouched.
+    kernels read the thread count when they run (inductor's `cpp.dynamic_threads`, set by
+    `compiling.compile_settings` for re-ranking: one compiled kernel and one cache entry for
+    every count; a change of count costs dynamo one re-trace, not a compile). And no first
+    guess: the first block runs at the entry count. Inside a training policy (validation) that
+    policy rules, untouched.
     """
     with _policy(ranking=True):
         yield

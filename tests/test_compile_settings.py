@@ -96,3 +96,13 @@ def test_after_a_compile_the_policy_measures_afresh(monkeypatch) -> None:
     finally:
         threads._active.clear()
         torch.set_num_threads(before)
+
+
+def test_first_call_restarts_the_policys_measurement(monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(threads, "restart", lambda: calls.append("restart"))
+    monkeypatch.setattr(compiling, "_CALLED", set())
+    assert compiling.first_call("k", "a test's code", lambda x: x + 1, 1) == 2
+    assert calls == ["restart"]
+    compiling.first_call("k", "a test's code", lambda x: x + 1, 1)  # not a first call
+    assert calls == ["restart"]
