@@ -19,6 +19,7 @@ import sys
 import time
 import warnings
 
+from . import threads
 from .progress import duration, note, note_warmup
 
 _CALLED: set[str] = set()  # compiled functions already called once in this process
@@ -109,7 +110,7 @@ def first_call(key: str, what: str, fn, *args):
     before = _graph_counts()
     start = time.monotonic()
     out = fn(*args)
-    restart_policy()  # the compiler's child processes are not other users of the machine
+    threads.restart()  # the compiler's child processes are not other users of the machine
     _CALLED.add(key)  # after success: a compile failure's eager fallback is not announced
     misses, hits = (after - then for after, then in zip(_graph_counts(), before, strict=True))
     if misses:
@@ -121,13 +122,6 @@ def first_call(key: str, what: str, fn, *args):
     note(f"{what}: {how} in {duration(time.monotonic() - start)}")
     note_warmup()
     return out
-
-
-def restart_policy() -> None:
-    """The thread policy's next look at the machine starts now (threads.restart)."""
-    from . import threads
-
-    threads.restart()
 
 
 def _graph_counts() -> tuple[int, int]:

@@ -68,7 +68,7 @@ class AdaptiveThreads:
     def __init__(self, max_threads: int, cores: int | None = None, pin: bool = True):
         self.max_threads, self.pin = max_threads, pin
         self.cores = cores or os.cpu_count() or 1
-        self.last = (time.monotonic(), _cpu_seconds(), _own_seconds())
+        self.restart()
         self.changes = 0
         self.compiled_threads: int | None = None  # inductor's cpp.threads before pin(); -1 unset
 
@@ -115,6 +115,7 @@ class AdaptiveThreads:
         return max(0.0, (total - total0) - (own - own0)) / (now - t0)
 
     def restart(self) -> None:
+        """The next measurement counts from now."""
         self.last = (time.monotonic(), _cpu_seconds(), _own_seconds())
 
     def tick(self) -> None:

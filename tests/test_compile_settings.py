@@ -87,7 +87,7 @@ def test_after_a_compile_the_policy_measures_afresh(monkeypatch) -> None:
         clock["now"] += 6.0
         clock["own"] += 6.0
         clock["total"] += 12.0
-        compiling.restart_policy()  # first_call does this after the compile
+        threads.restart()  # first_call does this after the compile
         clock["now"] += 1.0  # then a quiet block on our 2 threads
         clock["own"] += 2.0
         clock["total"] += 2.0

@@ -20,7 +20,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from diffatr import threads
+from diffatr import compiling, threads
 
 
 @pytest.fixture
@@ -222,7 +222,9 @@ def test_a_competing_process_does_not_change_the_checkpoint(two_threads, tmp_pat
 
 
 @pytest.mark.parametrize("compiled", [False, True])
-def test_re_ranking_scores_do_not_depend_on_the_thread_count(compiled, two_threads, monkeypatch):
+def test_re_ranking_scores_do_not_depend_on_the_thread_count(
+    compiled, two_threads, monkeypatch, tmp_path
+):
     """`TopKScores` ticks the policy between blocks of queries (`ranking_threads`): the head's
     scores with 1 and 2 threads in turn, block by block, against 2 threads throughout, eager
     and through the compiled DDIM step (each query's row is one thread's work). Sizes above
@@ -232,6 +234,8 @@ def test_re_ranking_scores_do_not_depend_on_the_thread_count(compiled, two_threa
     from diffatr.diffusion_head import DiffusionScores, RerankConfig
     from diffatr.evaluate import topk
 
+    if compiled:  # an empty compile cache: no kernel for one thread left by another test
+        monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     g = torch.Generator().manual_seed(3)
     text, audio = torch.randn(320, 64, generator=g), torch.randn(160, 64, generator=g)
     head = random_head(64, K=10)
@@ -250,8 +254,12 @@ def test_re_ranking_scores_do_not_depend_on_the_thread_count(compiled, two_threa
         torch.set_num_threads(next(counts))
 
     monkeypatch.setattr(topk, "tick", switching_tick)
+    misses = compiling._graph_counts()[0]
     switching = scores()
     assert set(seen) == {1, 2}  # both counts ran blocks
+    # one compiled kernel serves both counts (compile_settings' dynamic threads): a change of
+    # count re-traces the step and finds it in the cache; it compiled again before (~6 s)
+    assert compiling._graph_counts()[0] == misses
     for a, b in zip(steady, switching, strict=True):
         assert torch.equal(a, b)
     assert torch.get_num_threads() == 2  # the entry count is back
