@@ -9,7 +9,7 @@ import torch
 from rerank_oracle import oracle_scores, random_head
 
 from diffatr.cache import SyntheticConfig, load_tensors, make_synthetic
-from diffatr.diffusion_head import DiffusionScores, RerankConfig
+from diffatr.diffusion_head import DiffusionScores, RerankConfig, native_ddim
 from diffatr.diffusion_head.stacked_rerank import stacked_scores
 from diffatr.evaluate import paper_protocol
 
@@ -58,7 +58,14 @@ def test_each_head_equals_itself_alone_and_the_oracle(small, heads, case) -> Non
     assert not together[0].shared.kept  # every block handed out, nothing kept
 
 
-def test_metrics_equal_each_head_alone_and_compiled_equals_eager(small, heads) -> None:
+@pytest.mark.parametrize("native", [True, False])
+def test_metrics_equal_each_head_alone_and_compiled_equals_eager(
+    small, heads, native, monkeypatch
+) -> None:
+    """Compiled: the C loop (native_ddim.py) head by head, or without it the stacked
+    torch.compile'd steps."""
+    if not native:
+        monkeypatch.setattr(native_ddim, "usable", lambda *tensors: False)
     index = small.audio_index
     for compiled in (False, True):
         cfgs = [RerankConfig(topk=5, seed=s, compiled=compiled) for s in (0, 1, 2)]

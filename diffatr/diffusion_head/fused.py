@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from ..compiling import first_call, is_compile_failure, warn_fallback
+from . import native_ddim
 from .ddim import ddim_coefficients
 from .denoiser import Denoiser
 
@@ -231,6 +232,12 @@ class GalleryDenoiser:
         noise=noise)` with clip=True, one compiled call per step."""
         QC = self.query_constants(query)  # (B, D)
         coefficients = ddim_coefficients(betas, steps, eta)
+        if idx is not None and self.native(x_T):  # the C loop: all steps of a row at once
+            QK = torch.einsum("bd,bnd->bn", QC, self.KC[idx])  # (B, N)
+            w = self.w
+            return native_ddim.ddim_rows(
+                QK, idx, self.VCM, self.GC, self.WK, self.HEp, w.w2, w.b2, coefficients, x_T, noise
+            )
         if idx is None:
             QK, VCM, GC = QC @ self.KC.T, self.VCM, self.GC  # (B, N), (N, 2D) x 2
             WK = self.WK_steps  # K x (N,)
@@ -250,6 +257,11 @@ class GalleryDenoiser:
             if c.sigma > 0:
                 x_k = x_k + c.sigma * noise[n]
         return x0_hat
+
+    def native(self, x_T: torch.Tensor) -> bool:
+        """Whether `sample` runs native_ddim.py's C loop over gathered candidates: compiled
+        code allowed, float32 on the CPU, a C compiler that builds it (else the torch steps)."""
+        return self.compiled and native_ddim.usable(x_T, self.VCM, self.GC)
 
     def _ddim_step(self, shared: bool, args):
         if self.compiled:

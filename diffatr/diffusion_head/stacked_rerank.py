@@ -26,6 +26,7 @@ import torch
 
 from ..compiling import first_call, is_compile_failure, warn_fallback
 from ..device import flush_denormal
+from . import native_ddim
 from .checkpoint import Head
 from .config import RerankConfig
 from .ddim import ddim_coefficients, ddim_timesteps
@@ -64,6 +65,9 @@ class StackedGallery:
         queries (b, D), idx (b, k) or None, noise (steps, H, b, k); x0_hat (H, b, k)."""
         QC = self.query_constants(query)  # (H, b, D)
         coefficients = ddim_coefficients(betas, steps, eta)
+        if idx is not None and self.compiled and native_ddim.usable(x_T, self.VCM):
+            return torch.stack([self._native(h, QC[h], idx, x_T, coefficients, noise)
+                                for h in range(len(QC))])  # fmt: skip
         if idx is None:
             KC, VCM, GC = (x.unsqueeze(1) for x in (self.KC, self.VCM, self.GC))  # (H, 1, Nc, .)
             WK = {k: self.WK[:, k].unsqueeze(1).clone() for k, _ in coefficients}  # (H, 1, Nc)
@@ -81,6 +85,14 @@ class StackedGallery:
             if c.sigma > 0:
                 x_k = x_k + c.sigma * noise[n]
         return x0_hat
+
+    def _native(self, h: int, QC, idx, x_T, coefficients, noise) -> torch.Tensor:
+        """Head h's block by the C loop (native_ddim.py): per head, each row in the core's
+        cache for all its steps, beats the stacked compiled steps over all heads."""
+        QK = torch.einsum("bd,bnd->bn", QC, self.KC[h][idx])  # (b, k)
+        args = (self.VCM[h], self.GC[h], self.WK[h], self.HEp[h], self.w2[h], self.b2[h])
+        z = None if noise is None or len(noise) == 0 else noise[:, h]
+        return native_ddim.ddim_rows(QK, idx, *args, coefficients, x_T[h], z)
 
     def _ddim_step(self, args):
         if self.compiled:

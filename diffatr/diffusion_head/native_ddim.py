@@ -1,0 +1,99 @@
+"""DDIM over each query's top-k in one native call per block: `ddim_rows.c`, built by native.py.
+
+Reads and writes nothing (the library is built into the compile cache by `diffatr.native`).
+fused.py's `GalleryDenoiser.sample` runs a block of queries step by step: one compiled call per
+step, every step reading the block's gathered candidates (2 x b x k x 2D floats, 67 MB at
+b = 256) from memory, plus torch.compile's ~4-5 s per process of dynamo and inductor before
+the first call. The C loop takes one query at a time through all its steps, its candidates
+read from the gallery's constants by index (no gather) and kept in the core's cache: measured
+at AudioCaps-test scale (4,785 queries, top-32, 50 steps, D = 512, 2 cores) 1.7 s against
+7.6 s for the compiled steps (docs/speed.md). numba, which the evaluation's counting kernel
+uses, ran the same loop 3x slower than the C (its reductions not vectorised).
+
+Rows are split among torch's thread count of the moment (the re-ranking thread policy), each
+row computed alone in a fixed order, so the result is the same bytes for any count
+(tests/test_native_ddim.py). Float32 CPU tensors only; `usable` says when it applies, and the
+torch code (fused.py, its oracle) serves the rest.
+"""
+
+import ctypes
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from .. import native
+from ..device import denormals_flushed
+from .ddim import StepCoefficients
+
+SOURCE = Path(__file__).with_name("ddim_rows.c")
+WHAT = "the head's DDIM kernel"
+
+_P, _I = ctypes.c_void_p, ctypes.c_int64
+_ARGTYPES = [_I] * 7 + [_P] * 7 + [ctypes.c_float, _P, _P, _P, _P, _P, ctypes.c_int]
+
+
+def library() -> ctypes.CDLL | None:
+    """The built kernel (once per process), or None without a C compiler that builds it."""
+    lib = native.load(SOURCE, WHAT)
+    if lib is not None and lib.ddim_rows.argtypes is None:
+        lib.ddim_rows.argtypes, lib.ddim_rows.restype = _ARGTYPES, ctypes.c_int
+    return lib
+
+
+def usable(*tensors: torch.Tensor) -> bool:
+    """Whether the kernel applies to these tensors (float32 on the CPU) and is built."""
+    ok = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+    return ok and library() is not None
+
+
+def ddim_rows(
+    QK: torch.Tensor,
+    idx: torch.Tensor,
+    VCM: torch.Tensor,
+    GC: torch.Tensor,
+    WK: torch.Tensor,
+    HEp: torch.Tensor,
+    w2: torch.Tensor,
+    b2: torch.Tensor,
+    coefficients: list[tuple[int, StepCoefficients]],
+    x_T: torch.Tensor,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The final x0_hat (b, k) of DDIM over each row's candidates idx (b, k): QK (b, k) the
+    step-free attention logits, VCM and GC (Nc, 2D), WK (K, Nc), HEp (K, 2D), w2 (2D,), b2 a
+    scalar, noise (steps, b, k) when eta > 0 (ddim_rows.c states the arithmetic)."""
+    lib = library()
+    b, k = idx.shape
+    Nc, W = VCM.shape
+    ks = torch.tensor([step for step, _ in coefficients], dtype=torch.int64)
+    coef = torch.tensor([list(c) for _, c in coefficients], dtype=torch.float32).reshape(-1, 5)
+    if noise is not None and (len(noise) == 0 or all(c.sigma == 0 for _, c in coefficients)):
+        noise = None
+    arrays = [QK, idx.to(torch.int64), VCM, GC, WK, HEp, w2]
+    arrays = [t.contiguous() for t in arrays]
+    tail = [t.contiguous() for t in (ks, coef)]
+    noise = None if noise is None else noise.contiguous()
+    x_T = x_T.contiguous()
+    out = torch.empty(b, k, dtype=torch.float32)
+    flush = int(denormals_flushed())
+
+    def rows(r0: int, r1: int) -> None:
+        status = lib.ddim_rows(
+            r0, r1, b, k, W, Nc, len(coefficients),
+            *(t.data_ptr() for t in arrays), float(b2),
+            *(t.data_ptr() for t in tail), None if noise is None else noise.data_ptr(),
+            x_T.data_ptr(), out.data_ptr(), flush,
+        )  # fmt: skip
+        if status != 0:
+            raise MemoryError(f"{WHAT}: out of memory for a row's {W} floats")
+
+    parts = max(1, min(torch.get_num_threads(), b))
+    bounds = [(b * p // parts, b * (p + 1) // parts) for p in range(parts)]
+    if parts == 1:
+        rows(0, b)
+    else:  # ctypes lets go of the GIL: each thread runs its rows in C
+        with ThreadPoolExecutor(parts) as pool:
+            for future in [pool.submit(rows, r0, r1) for r0, r1 in bounds]:
+                future.result()
+    return out

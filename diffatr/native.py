@@ -1,0 +1,152 @@
+"""Build a C kernel once per machine and load it: the compiled fast paths that need no dynamo.
+
+Reads a C source shipped in the package; writes one shared library per (source, compiler,
+flags, CPU) into the compile cache, `TORCHINDUCTOR_CACHE_DIR` (inductor's default, the temp
+dir's `torchinductor_USER`, when unset) under `diffatr-native/`: the same folder as
+torch.compile's code, so emptying it empties both. The build is `cc -O3 -march=native` of one
+file (~0.3 s); a later process loads the library in milliseconds, with no import beyond
+`ctypes`. torch.compile'd code costs every process ~4-5 s before its first call (importing
+dynamo and inductor, tracing the function again to find its cache entry; docs/speed.md), which
+is why the loops that run thousands of small steps have a C kernel instead.
+
+The library's name holds a hash of everything it was built from (the source, the compiler's
+path and `--version`, the flags, the CPU's model and flags), so a cache shared by machines of
+different CPUs or compilers keeps one library each, and a changed source is built again; it is
+written to a temporary name and renamed (two processes building at once both succeed). It is
+loaded only from that folder, which is the user's own compile cache, as inductor's code is.
+
+No C compiler (or `CC` naming none), or a build that fails: `load` returns None and the caller
+uses its torch code; a failed build says why once, in a warning.
+"""
+
+import ctypes
+import getpass
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from .progress import duration, note
+
+FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-fno-math-errno")
+NATIVE_ISA = ("-march=native",)  # tried first; a compiler or CPU without it builds generic code
+
+_LOADED: dict[str, ctypes.CDLL | None] = {}
+
+
+def cache_dir() -> Path:
+    """The compile cache's folder for native kernels (inductor's cache folder, as inductor
+    chooses it)."""
+    root = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not root:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # no passwd entry (some containers)
+            user = str(os.getuid()) if hasattr(os, "getuid") else "user"
+        root = os.path.join(tempfile.gettempdir(), f"torchinductor_{user}")
+    return Path(root) / "diffatr-native"
+
+
+def compiler() -> str | None:
+    """The C compiler: `CC` when set (a path or a name on PATH), else cc, gcc or clang."""
+    names = [os.environ["CC"]] if os.environ.get("CC") else ["cc", "gcc", "clang"]
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def load(source: Path, what: str) -> ctypes.CDLL | None:
+    """The library built from `source` (a C file), built first if the cache lacks it; None when
+    no C compiler builds it. Once per process per source."""
+    key = str(source)
+    if key not in _LOADED:
+        _LOADED[key] = _load(source, what)
+    return _LOADED[key]
+
+
+def _load(source: Path, what: str) -> ctypes.CDLL | None:
+    cc = compiler()
+    if cc is None:
+        return None
+    text = source.read_bytes()
+    errors = []
+    for isa in (NATIVE_ISA, ()):
+        flags = (*FLAGS, *isa)
+        path = cache_dir() / f"{source.stem}-{_key(text, cc, flags)}.so"
+        if not path.exists():
+            error = _build(cc, flags, source, path, what)
+            if error:
+                errors.append(error)
+                continue
+        try:
+            return ctypes.CDLL(str(path))
+        except OSError as exc:  # e.g. a library the CPU cannot run: try generic code
+            errors.append(f"{path}: {exc}")
+    warnings.warn(
+        f"could not build {what} from {source.name} with {cc} ({errors[-1][-300:]}); "
+        "using torch code instead",
+        stacklevel=3,
+    )
+    return None
+
+
+def _build(cc: str, flags: tuple[str, ...], source: Path, path: Path, what: str) -> str | None:
+    """Compile `source` into `path` (atomically); the compiler's error, or None."""
+    note(f"compiling {what} (C, once per machine)")
+    start = time.monotonic()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".so")
+        os.close(fd)
+    except OSError as exc:
+        return f"cannot write {path.parent}: {exc}"
+    try:
+        out = subprocess.run(
+            [cc, *flags, "-o", tmp, str(source), "-lm"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if out.returncode != 0:
+            return (out.stderr or out.stdout).strip() or f"exit status {out.returncode}"
+        os.replace(tmp, path)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    note(f"{what}: compiled in {duration(time.monotonic() - start)}")
+    return None
+
+
+def _key(text: bytes, cc: str, flags: tuple[str, ...]) -> str:
+    h = hashlib.sha256(text)
+    for part in (cc, _version(cc), " ".join(flags), platform.machine(), _cpu()):
+        h.update(b"\0" + part.encode())
+    return h.hexdigest()[:24]
+
+
+def _version(cc: str) -> str:
+    try:
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60)
+        return out.stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _cpu() -> str:
+    """The CPU's model and flags (Linux), what -march=native compiles for; else the platform's
+    processor name."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            lines = [line for line in f if line.startswith(("model name", "flags", "Features"))]
+        return "".join(dict.fromkeys(lines))  # the first CPU's lines (all CPUs repeat them)
+    except OSError:
+        return platform.processor()
