@@ -16,7 +16,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["diffatr", "diffatr.*"]),
-    package_data={"diffatr.serve": ["static/*"]},  # the search page, served offline
+    # the search page, served offline; the C source of the re-ranking loop, built on first use
+    package_data={"diffatr.serve": ["static/*"], "diffatr.diffusion_head": ["*.c"]},
     install_requires=[
         # A range, not a pin: 2.13.0 (the CPU build CI installs) satisfies it.
         "torch>=2.4,<3",
