@@ -26,7 +26,9 @@ Re-ranking (`ranking_threads()`, every `TopKScores`: the diffusion and co-attent
 the baselines) follows the same policy between blocks of queries: the DDIM step is one
 OpenMP region with four barriers per call, thousands of calls per command (measured on 2
 cores beside a 2-thread competitor, `evaluate --head` at AudioCaps-test scale: 47-68 s with
-DIFFATR_THREADS=off, 37-39 s with the policy, 18-20 s quiet; docs/speed.md).
+DIFFATR_THREADS=off, 37-39 s with the policy, 18-20 s quiet; docs/speed.md). The C loop
+that now re-ranks a top-k on the CPU (diffusion_head/native_ddim.py) splits a block's rows
+among the policy's count of threads, with no barrier until the block ends.
 """
 
 import contextlib

@@ -22,7 +22,11 @@ update together, is one compiled call, and the query's attention logits split in
 fixed per block and a per-step table, (QC + WQp_k) . KC_j = QC . KC_j + WK_kj, so a step reads
 only VCM and GC. One call per step instead of a dozen operators: a compiled call costs ~0.1-1 ms
 of dynamo/wrapper time whatever its size, and 96 blocks x 50 steps made that cost as large as
-the kernels' own.
+the kernels' own. Over gathered candidates in float32 on the CPU (every top-k re-ranking of
+`evaluate --head` and `ablate`), `sample` hands the whole loop to native_ddim.py's C kernel
+instead: each query through all its steps while its candidates sit in the core's cache, and no
+torch.compile in the process; these torch steps are its oracle and serve the rest (the whole
+gallery, CUDA, float64, no C compiler).
 """
 
 from dataclasses import dataclass
@@ -168,7 +172,7 @@ class GalleryDenoiser:
     HE = W1_E (W_O (A VC + W_V pj) + b_O) = sum_j A_j VCM_j + W1_E W_O W_V pj + W1_E b_O, with
     VCM = VC (W1_E W_O)^T precomputed (Nc, 2D). A step is then only per-pair work: a dot product
     for the attention logits, a weighted sum for HE and the add-ReLU-dot of the decoder; with
-    `compiled` it is one torch.compile'd function.
+    `compiled` it is one torch.compile'd function, or the C loop of native_ddim.py (`native`).
     """
 
     def __init__(self, m: Denoiser, gallery: torch.Tensor, n_steps: int, compiled: bool = True):
