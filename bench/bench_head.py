@@ -1,8 +1,8 @@
 """Benchmark: the diffusion head's fast path against the naive reference, same weights.
 
 Inference at AudioCaps test scale (957 clips x 5 captions, D = 512, both directions, top-32,
-K = 50 DDIM steps): the fused path as the C loop (native_ddim.py) and as torch.compile'd
-steps, the eager factorised path and the reference
+K = 50 DDIM steps): the fused path as the C and numba loops (native_ddim.py), as
+torch.compile'd steps and as eager torch steps, and the reference
 `Denoiser.forward` (concatenating [E, C_j] and running the 2D x 2D decoder per candidate).
 `--topk all` at the same scale in a child process (time and its peak RSS). Training: one epoch
 on an AudioCaps-sized train split (49,274 pairs, batch 32) through the factorised and the
@@ -73,12 +73,17 @@ def naive_block(head: Head, direction: str, S: torch.Tensor, queries, gallery, c
 def bench_infer(head: Head, text, audio, compiled_too: bool = True) -> None:
     cfg = RerankConfig(topk=32)
     results = {}
-    usable = native_ddim.usable
-    runs = [("fused, C loop", True, usable), ("fused, compiled", True, lambda *t: False)]
-    for name, compiled, native in [*runs, ("fused, eager", False, usable)]:
+    backend, torch_steps = native_ddim.backend, lambda *args: None
+    runs = [
+        ("fused, C loop", True, backend),
+        ("fused, numba loop", False, backend),
+        ("fused, compiled", True, torch_steps),
+        ("fused, eager", False, torch_steps),
+    ]
+    for name, compiled, native in runs:
         if compiled and not compiled_too:
             continue
-        native_ddim.usable = native  # "compiled": the torch.compile'd steps, not the C loop
+        native_ddim.backend = native  # the native loops, or fused.py's torch steps
         try:
             scores = DiffusionScores(text, audio, head, RerankConfig(topk=32, compiled=compiled))
             if compiled:  # build, compile or load the code outside the timing
@@ -88,7 +93,7 @@ def bench_infer(head: Head, text, audio, compiled_too: bool = True) -> None:
             t = time.perf_counter()
             results[name] = (scores.t2a(0, scores.n_text), scores.a2t(0, scores.n_audio))
         finally:
-            native_ddim.usable = usable
+            native_ddim.backend = backend
         print(f"  {name:<16} {time.perf_counter() - t:7.1f} s  (both directions, top-32, K=50)")
     cos = DiffusionScores(text, audio, head, RerankConfig(topk=32, compiled=False)).cosine
     t = time.perf_counter()

@@ -31,20 +31,32 @@ def setup(seed: int, D: int = 24, Ng: int = 40, B: int = 5, N: int = 7):
     return m, gallery, query, idx, g
 
 
+def torch_steps(monkeypatch) -> None:
+    """fused.py's torch steps (compiled or eager), not a native loop."""
+    monkeypatch.setattr(native_ddim, "backend", lambda compiled, *tensors: None)
+
+
+@pytest.mark.parametrize("loop", ["c", "numba"])
 @pytest.mark.parametrize(("steps", "eta"), [(None, 0.0), (4, 0.0), (4, 0.8)])
-def test_native_sample_equals_ddim_over_the_reference_denoiser(steps, eta) -> None:
+def test_native_sample_equals_ddim_over_the_reference_denoiser(
+    loop, steps, eta, monkeypatch
+) -> None:
+    """The C loop (compiled code allowed) and the numba loop (`--no-compile`) against DDIM
+    over the reference denoiser, and against fused.py's eager torch steps."""
     K = 10
     m, gallery, query, idx, g = setup(5)
     x_T = torch.randn(len(query), idx.shape[1], generator=g)
     noise = torch.randn(K if steps is None else steps, *x_T.shape, generator=g)
     betas = cosine_betas(K)
-    gd = GalleryDenoiser(m, gallery, n_steps=K, compiled=True)
-    assert gd.native(x_T)  # float32 on the CPU with a C compiler: the C loop runs
+    gd = GalleryDenoiser(m, gallery, n_steps=K, compiled=loop == "c")
+    assert gd.native(x_T) == loop  # float32 on the CPU (with a C compiler: the C loop)
     with torch.no_grad():
         got = gd.sample(query, idx, x_T, betas, steps, eta, noise)
         want = ddim_sample(
             lambda x, k: m(x, k, query, gallery[idx]), x_T, betas, steps, eta, noise=noise
         )
+        other = gd.sample(query, idx, x_T, betas, steps, eta, noise.flip(0))
+        torch_steps(monkeypatch)
         eager = GalleryDenoiser(m, gallery, K, compiled=False).sample(
             query, idx, x_T, betas, steps, eta, noise
         )
@@ -52,14 +64,16 @@ def test_native_sample_equals_ddim_over_the_reference_denoiser(steps, eta) -> No
     torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-5)
     torch.testing.assert_close(got, eager, rtol=1e-5, atol=2e-6)
     if eta > 0:  # the noise is used: other noise, another result
-        assert not torch.allclose(gd.sample(query, idx, x_T, betas, steps, eta, noise.flip(0)), got)
+        assert not torch.allclose(other, got)
 
 
-def test_native_rows_are_the_same_bytes_for_any_thread_count() -> None:
+@pytest.mark.parametrize("compiled", [True, False])
+def test_native_rows_are_the_same_bytes_for_any_thread_count(compiled) -> None:
     K = 10
     m, gallery, query, idx, g = setup(9, D=64, Ng=100, B=37, N=16)
     x_T = torch.randn(len(query), idx.shape[1], generator=g)
-    gd = GalleryDenoiser(m, gallery, n_steps=K, compiled=True)
+    gd = GalleryDenoiser(m, gallery, n_steps=K, compiled=compiled)
+    assert gd.native(x_T) == ("c" if compiled else "numba")
     before = torch.get_num_threads()
     try:
         outs = []
@@ -102,16 +116,15 @@ def test_a_failed_build_warns_and_the_torch_steps_run(tmp_path, monkeypatch) -> 
     assert not list((tmp_path / "cache").rglob("*.so"))  # no partial library left
 
 
-def test_without_a_c_compiler_the_torch_steps_run_silently(monkeypatch) -> None:
-    """No compiler is no failure of the kernel: the torch steps run (and torch.compile, which
-    needs one too, says so itself)."""
+def test_without_a_c_compiler_the_numba_loop_runs_silently(monkeypatch) -> None:
+    """No compiler is no failure of the kernel: the numba loop runs (it needs none)."""
     monkeypatch.setenv("CC", "no-such-compiler-here")
     monkeypatch.setattr(native, "_LOADED", {})
     m, gallery, query, idx, g = setup(2)
     x_T = torch.randn(len(query), idx.shape[1], generator=g)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert not GalleryDenoiser(m, gallery, n_steps=6, compiled=True).native(x_T)
+        assert GalleryDenoiser(m, gallery, n_steps=6, compiled=True).native(x_T) == "numba"
 
 
 def test_re_ranking_with_the_c_loop_imports_no_compiler(tmp_path) -> None:
@@ -140,5 +153,5 @@ def test_re_ranking_with_the_c_loop_imports_no_compiler(tmp_path) -> None:
 
 def test_the_kernel_applies_to_float32_cpu_only() -> None:
     x = torch.zeros(2, 3)
-    assert native_ddim.usable(x)
-    assert not native_ddim.usable(x.double())
+    assert native_ddim.usable(x) and native_ddim.backend(True, x) == "c"
+    assert not native_ddim.usable(x.double()) and native_ddim.backend(True, x.double()) is None

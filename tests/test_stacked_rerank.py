@@ -62,10 +62,10 @@ def test_each_head_equals_itself_alone_and_the_oracle(small, heads, case) -> Non
 def test_metrics_equal_each_head_alone_and_compiled_equals_eager(
     small, heads, native, monkeypatch
 ) -> None:
-    """Compiled: the C loop (native_ddim.py) head by head, or without it the stacked
-    torch.compile'd steps."""
+    """Compiled: the C loop (native_ddim.py) head by head, eager the numba loop, or without
+    them the stacked torch.compile'd and eager steps."""
     if not native:
-        monkeypatch.setattr(native_ddim, "usable", lambda *tensors: False)
+        monkeypatch.setattr(native_ddim, "backend", lambda compiled, *tensors: None)
     index = small.audio_index
     for compiled in (False, True):
         cfgs = [RerankConfig(topk=5, seed=s, compiled=compiled) for s in (0, 1, 2)]

@@ -221,23 +221,24 @@ def test_a_competing_process_does_not_change_the_checkpoint(two_threads, tmp_pat
     assert (tmp_path / "busy" / "head.pt").read_bytes() == quiet
 
 
-@pytest.mark.parametrize("path", ["eager", "native", "compiled"])
+@pytest.mark.parametrize("path", ["eager", "numba", "c", "compiled"])
 def test_re_ranking_scores_do_not_depend_on_the_thread_count(
     path, two_threads, monkeypatch, tmp_path
 ):
     """`TopKScores` ticks the policy between blocks of queries (`ranking_threads`): the head's
     scores with 1 and 2 threads in turn, block by block, against 2 threads throughout, eager,
-    through the C loop (native_ddim.py: rows split among threads) and through the compiled
-    DDIM step (each query's row is one thread's work). Sizes above torch's grain: a block's
-    gathered candidates are 64 x 32 x 128 values."""
+    through the numba and C loops (native_ddim.py: rows split among threads) and through the
+    compiled DDIM step (each query's row is one thread's work). Sizes above torch's grain: a
+    block's gathered candidates are 64 x 32 x 128 values."""
     from rerank_oracle import random_head
 
     from diffatr.diffusion_head import DiffusionScores, RerankConfig, native_ddim
     from diffatr.evaluate import topk
 
-    compiled = path != "eager"
-    if path == "compiled":  # the torch steps; an empty compile cache: no kernel for one thread
-        monkeypatch.setattr(native_ddim, "usable", lambda *tensors: False)
+    compiled = path in ("c", "compiled")
+    if path in ("eager", "compiled"):  # fused.py's torch steps, not a native loop
+        monkeypatch.setattr(native_ddim, "backend", lambda compiled, *tensors: None)
+    if path == "compiled":  # an empty compile cache: no kernel for one thread left by a test
         monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     g = torch.Generator().manual_seed(3)
     text, audio = torch.randn(320, 64, generator=g), torch.randn(160, 64, generator=g)

@@ -100,7 +100,12 @@ from .options import parse_seeds, parse_topk
     "top-k), or a caption row number. The figure says which.",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1.")
-@click.option("--no-compile", is_flag=True, help="Train and sample without torch.compile (eager).")
+@click.option(
+    "--no-compile",
+    is_flag=True,
+    help="Train and sample without torch.compile or a C compiler (eager training; a top-k's "
+    "DDIM loop through numba).",
+)
 @click.option(
     "--stack/--no-stack",
     default=None,

@@ -113,8 +113,9 @@ REPORT_TOP = 5  # candidates per query the --report page lists under each system
 @click.option(
     "--no-compile",
     is_flag=True,
-    help="Run the head's per-pair loop in eager PyTorch instead of torch.compile'd code "
-    "(slower; no compile time, no C++ compiler needed).",
+    help="Re-rank without a C/C++ compiler: a top-k's DDIM loop through numba (built once "
+    "per machine, in seconds) instead of the C loop, anything else in eager PyTorch instead "
+    "of torch.compile'd code (slower).",
 )
 @click.option(
     "--baseline",

@@ -236,11 +236,12 @@ class GalleryDenoiser:
         noise=noise)` with clip=True, one compiled call per step."""
         QC = self.query_constants(query)  # (B, D)
         coefficients = ddim_coefficients(betas, steps, eta)
-        if idx is not None and self.native(x_T):  # the C loop: all steps of a row at once
+        loop = None if idx is None else self.native(x_T)
+        if loop:  # the C (or numba) loop: all steps of a row at once
             QK = torch.einsum("bd,bnd->bn", QC, self.KC[idx])  # (B, N)
-            w = self.w
+            w, tables = self.w, (self.VCM, self.GC, self.WK, self.HEp)
             return native_ddim.ddim_rows(
-                QK, idx, self.VCM, self.GC, self.WK, self.HEp, w.w2, w.b2, coefficients, x_T, noise
+                QK, idx, *tables, w.w2, w.b2, coefficients, x_T, noise, loop=loop
             )
         if idx is None:
             QK, VCM, GC = QC @ self.KC.T, self.VCM, self.GC  # (B, N), (N, 2D) x 2
@@ -262,10 +263,11 @@ class GalleryDenoiser:
                 x_k = x_k + c.sigma * noise[n]
         return x0_hat
 
-    def native(self, x_T: torch.Tensor) -> bool:
-        """Whether `sample` runs native_ddim.py's C loop over gathered candidates: compiled
-        code allowed, float32 on the CPU, a C compiler that builds it (else the torch steps)."""
-        return self.compiled and native_ddim.usable(x_T, self.VCM, self.GC)
+    def native(self, x_T: torch.Tensor) -> str | None:
+        """Which native loop `sample` runs over gathered candidates (native_ddim.backend): "c"
+        with compiled code allowed and a C compiler, else "numba"; None (the torch steps)
+        off the CPU or float32."""
+        return native_ddim.backend(self.compiled, x_T, self.VCM, self.GC)
 
     def _ddim_step(self, shared: bool, args):
         if self.compiled:

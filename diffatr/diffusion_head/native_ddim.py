@@ -20,10 +20,12 @@ import ctypes
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import native
 from ..device import denormals_flushed
+from . import ddim_rows_numba
 from .ddim import StepCoefficients
 
 SOURCE = Path(__file__).with_name("ddim_rows.c")
@@ -42,9 +44,23 @@ def library() -> ctypes.CDLL | None:
 
 
 def usable(*tensors: torch.Tensor) -> bool:
-    """Whether the kernel applies to these tensors (float32 on the CPU) and is built."""
-    ok = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-    return ok and library() is not None
+    """Whether the C kernel applies to these tensors (float32 on the CPU) and is built."""
+    return _applies(tensors) and library() is not None
+
+
+def backend(compiled: bool, *tensors: torch.Tensor) -> str | None:
+    """Which loop runs DDIM over these tensors' gathered candidates: "c" (compiled code allowed
+    and a C compiler built it), "numba" (no C compiler, or `--no-compile`: numba needs none),
+    or None (not float32 on the CPU, or neither available: fused.py's torch steps)."""
+    if compiled and usable(*tensors):
+        return "c"
+    if ddim_rows_numba.kernel is not None and _applies(tensors):
+        return "numba"
+    return None
+
+
+def _applies(tensors) -> bool:
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
 
 
 def ddim_rows(
@@ -59,11 +75,12 @@ def ddim_rows(
     coefficients: list[tuple[int, StepCoefficients]],
     x_T: torch.Tensor,
     noise: torch.Tensor | None = None,
+    loop: str = "c",
 ) -> torch.Tensor:
     """The final x0_hat (b, k) of DDIM over each row's candidates idx (b, k): QK (b, k) the
     step-free attention logits, VCM and GC (Nc, 2D), WK (K, Nc), HEp (K, 2D), w2 (2D,), b2 a
-    scalar, noise (steps, b, k) when eta > 0 (ddim_rows.c states the arithmetic)."""
-    lib = library()
+    scalar, noise (steps, b, k) when eta > 0 (ddim_rows.c states the arithmetic); `loop` "c"
+    or "numba" (`backend`)."""
     b, k = idx.shape
     Nc, W = VCM.shape
     ks = torch.tensor([step for step, _ in coefficients], dtype=torch.int64)
@@ -78,6 +95,17 @@ def ddim_rows(
     out = torch.empty(b, k, dtype=torch.float32)
     flush = int(denormals_flushed())
 
+    if loop == "numba":
+        arrays_np = [t.numpy() for t in arrays] + [np.float32(b2)] + [t.numpy() for t in tail]
+        none = np.zeros((0, 1, 1), np.float32)
+        tail_np = [none if noise is None else noise.numpy(), x_T.numpy(), out.numpy()]
+
+        def rows(r0: int, r1: int) -> None:
+            ddim_rows_numba.kernel(r0, r1, *arrays_np, *tail_np)
+
+        return _split(rows, b, out)
+    lib = library()
+
     def rows(r0: int, r1: int) -> None:
         status = lib.ddim_rows(
             r0, r1, b, k, W, Nc, len(coefficients),
@@ -88,11 +116,16 @@ def ddim_rows(
         if status != 0:
             raise MemoryError(f"{WHAT}: out of memory for a row's {W} floats")
 
+    return _split(rows, b, out)
+
+
+def _split(rows, b: int, out: torch.Tensor) -> torch.Tensor:
+    """rows(r0, r1) over b rows split among torch's thread count of the moment; out."""
     parts = max(1, min(torch.get_num_threads(), b))
     bounds = [(b * p // parts, b * (p + 1) // parts) for p in range(parts)]
     if parts == 1:
         rows(0, b)
-    else:  # ctypes lets go of the GIL: each thread runs its rows in C
+    else:  # ctypes and numba's nogil let go of the GIL: each thread runs its rows natively
         with ThreadPoolExecutor(parts) as pool:
             for future in [pool.submit(rows, r0, r1) for r0, r1 in bounds]:
                 future.result()

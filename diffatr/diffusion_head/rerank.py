@@ -107,12 +107,13 @@ class DiffusionScores(TopKScores):
 
     def compiles(self) -> bool:
         """Whether re-ranking runs torch.compile'd code: a top-k of float32 CPU rows runs the C
-        loop (native_ddim.py) instead, the whole gallery or another device the compiled steps."""
+        or numba loop (native_ddim.py) instead, the whole gallery or another device the
+        compiled steps."""
         if not self.cfg.compiled:
             return False
         topk = self.cfg.topk
         gathered = topk is not None and topk < min(self.n_text, self.n_audio)
-        return not (gathered and native_ddim.usable(self.text, self.audio))
+        return not (gathered and native_ddim.backend(True, self.text, self.audio))
 
     def _rescore(self, direction: str, row0: int, S: torch.Tensor, top) -> torch.Tensor:
         """softmax(x0_hat / temperature) of DDIM over each row's top-k, (b, k)."""

@@ -65,8 +65,9 @@ class StackedGallery:
         queries (b, D), idx (b, k) or None, noise (steps, H, b, k); x0_hat (H, b, k)."""
         QC = self.query_constants(query)  # (H, b, D)
         coefficients = ddim_coefficients(betas, steps, eta)
-        if idx is not None and self.compiled and native_ddim.usable(x_T, self.VCM):
-            return torch.stack([self._native(h, QC[h], idx, x_T, coefficients, noise)
+        loop = None if idx is None else native_ddim.backend(self.compiled, x_T, self.VCM)
+        if loop:
+            return torch.stack([self._native(loop, h, QC[h], idx, x_T, coefficients, noise)
                                 for h in range(len(QC))])  # fmt: skip
         if idx is None:
             KC, VCM, GC = (x.unsqueeze(1) for x in (self.KC, self.VCM, self.GC))  # (H, 1, Nc, .)
@@ -86,13 +87,13 @@ class StackedGallery:
                 x_k = x_k + c.sigma * noise[n]
         return x0_hat
 
-    def _native(self, h: int, QC, idx, x_T, coefficients, noise) -> torch.Tensor:
-        """Head h's block by the C loop (native_ddim.py): per head, each row in the core's
-        cache for all its steps, beats the stacked compiled steps over all heads."""
+    def _native(self, loop: str, h: int, QC, idx, x_T, coefficients, noise) -> torch.Tensor:
+        """Head h's block by the C or numba loop (native_ddim.py): per head, each row in the
+        core's cache for all its steps, beats the stacked compiled steps over all heads."""
         QK = torch.einsum("bd,bnd->bn", QC, self.KC[h][idx])  # (b, k)
         args = (self.VCM[h], self.GC[h], self.WK[h], self.HEp[h], self.w2[h], self.b2[h])
         z = None if noise is None or len(noise) == 0 else noise[:, h]
-        return native_ddim.ddim_rows(QK, idx, *args, coefficients, x_T[h], z)
+        return native_ddim.ddim_rows(QK, idx, *args, coefficients, x_T[h], z, loop=loop)
 
     def _ddim_step(self, args):
         if self.compiled:
