@@ -122,7 +122,8 @@ def _build(cc: str, flags: tuple[str, ...], source: Path, path: Path, what: str)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    note(f"{what}: compiled in {duration(time.monotonic() - start)}")
+    took = time.monotonic() - start
+    note(f"{what}: compiled in {f'{took:.1f}s' if took < 10 else duration(took)}")
     return None
 
 
