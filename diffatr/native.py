@@ -13,7 +13,8 @@ The library's name holds a hash of everything it was built from (the source, the
 path and `--version`, the flags, the CPU's model and flags), so a cache shared by machines of
 different CPUs or compilers keeps one library each, and a changed source is built again; it is
 written to a temporary name and renamed (two processes building at once both succeed). It is
-loaded only from that folder, which is the user's own compile cache, as inductor's code is.
+loaded only from that folder, and only when the folder and the library are the user's own and
+not writable by every user (else a warning, and the fallback).
 
 No C compiler (or `CC` naming none), or a build that fails: `load` returns None and the caller
 uses its torch code; a failed build says why once, in a warning.
@@ -80,6 +81,10 @@ def _load(source: Path, what: str) -> ctypes.CDLL | None:
     for isa in (NATIVE_ISA, ()):
         flags = (*FLAGS, *isa)
         path = cache_dir() / f"{source.stem}-{_key(text, cc, flags)}.so"
+        unsafe = _unsafe(path)
+        if unsafe:
+            errors.append(unsafe)
+            break
         if not path.exists():
             error = _build(cc, flags, source, path, what)
             if error:
@@ -91,9 +96,27 @@ def _load(source: Path, what: str) -> ctypes.CDLL | None:
             errors.append(f"{path}: {exc}")
     warnings.warn(
         f"could not build {what} from {source.name} with {cc} ({errors[-1][-300:]}); "
-        "using torch code instead",
+        "using its slower fallback instead",
         stacklevel=3,
     )
+    return None
+
+
+def _unsafe(path: Path) -> str | None:
+    """Why a library at `path` (or its folders) could be someone else's code, or None: on POSIX
+    the cache folders and an existing library must be this user's and not writable by every
+    user (a shared temp dir lets anyone create `torchinductor_USER` first)."""
+    if not hasattr(os, "getuid"):
+        return None
+    for p in (path.parent.parent, path.parent, path):
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue  # created by this process, as its own
+        except OSError as exc:
+            return f"cannot check {p}: {exc}"
+        if st.st_uid != os.getuid() or st.st_mode & 0o002:
+            return f"{p} is not yours alone (owner uid {st.st_uid}, mode {oct(st.st_mode & 0o777)})"
     return None
 
 
@@ -102,7 +125,7 @@ def _build(cc: str, flags: tuple[str, ...], source: Path, path: Path, what: str)
     note(f"compiling {what} (C, once per machine)")
     start = time.monotonic()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".so")
         os.close(fd)
     except OSError as exc:

@@ -155,3 +155,17 @@ def test_the_kernel_applies_to_float32_cpu_only() -> None:
     x = torch.zeros(2, 3)
     assert native_ddim.usable(x) and native_ddim.backend(True, x) == "c"
     assert not native_ddim.usable(x.double()) and native_ddim.backend(True, x.double()) is None
+
+
+def test_a_cache_folder_anyone_can_write_is_not_loaded_from(tmp_path, monkeypatch) -> None:
+    """A library in a folder every user may write could be anyone's code: refused, warned."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(0o777)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))
+    monkeypatch.setattr(native, "_LOADED", {})
+    source = tmp_path / "k.c"
+    source.write_text("int answer(void) { return 41; }\n")
+    with pytest.warns(UserWarning, match="not yours alone"):
+        assert native.load(source, "a test kernel") is None
+    assert not list(cache.rglob("*.so"))
