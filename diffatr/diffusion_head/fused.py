@@ -24,9 +24,9 @@ only VCM and GC. One call per step instead of a dozen operators: a compiled call
 of dynamo/wrapper time whatever its size, and 96 blocks x 50 steps made that cost as large as
 the kernels' own. Over gathered candidates in float32 on the CPU (every top-k re-ranking of
 `evaluate --head` and `ablate`), `sample` hands the whole loop to native_ddim.py's C kernel
-instead: each query through all its steps while its candidates sit in the core's cache, and no
-torch.compile in the process; these torch steps are its oracle and serve the rest (the whole
-gallery, CUDA, float64, no C compiler).
+instead (its numba twin without a C compiler or with `compiled` off): each query through all
+its steps while its candidates sit in the core's cache, and no torch.compile in the process;
+these torch steps are the loops' oracle and serve the rest (the whole gallery, CUDA, float64).
 """
 
 from dataclasses import dataclass

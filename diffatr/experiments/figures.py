@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..diffusion_head import Head
+from ..diffusion_head import Head, native_ddim
 from ..diffusion_head.fused import GalleryDenoiser
 from ..diffusion_head.rerank import row_noise
 from ..diffusion_head.trajectory import cosine_topk, diffusion_trajectory
@@ -94,9 +94,11 @@ def choose_query(head: Head, text, audio, audio_index, topk: int, seed: int, how
 def _maybe_improved(head: Head, text, audio, audio_index, n: int, topk: int, seed: int):
     """Rows < n, in order, worth the reference trajectory for `first-improved`: the first row
     whose clip is in its top-k (`first`'s fallback), then every row whose clip the fused
-    sampler (`GalleryDenoiser`, eager, the same noise; tests/test_fused_sample.py holds it to
-    the reference) moves from below rank 1 to rank 1. The reference confirms each, so the
-    choice stays the reference's; this runs 1 + a few trajectories instead of up to 200
+    sampler (`GalleryDenoiser`: the C loop where a C compiler builds it, else numba or eager
+    torch, never torch.compile; the same noise; tests/test_native_ddim.py and
+    tests/test_fused_sample.py hold each to the reference) moves from below rank 1 to rank 1.
+    The reference confirms each, so the choice stays the reference's; this runs 1 + a few
+    trajectories instead of up to 200
     (measured 9 s of the demo's 66 when no row was improved)."""
     if n == 0:
         return []
@@ -109,7 +111,7 @@ def _maybe_improved(head: Head, text, audio, audio_index, n: int, topk: int, see
     clips = audio_index[:n].to(top.device).long()
     inside = (top == clips[:, None]) & (clips[:, None] >= 0)  # (n, k)
     x_T = torch.stack([row_noise(seed, "t2a", r, (1, k))[0] for r in range(n)]).to(q.device)
-    gallery = GalleryDenoiser(head.t2a, C, head.config.K, compiled=False)
+    gallery = GalleryDenoiser(head.t2a, C, head.config.K, compiled=native_ddim.usable(q, C))
     with torch.no_grad():
         x0_hat = gallery.sample(q, top, x_T, head.betas)  # (n, k)
     rows, fallback = [], None
