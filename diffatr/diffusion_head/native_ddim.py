@@ -12,8 +12,10 @@ uses, ran the same loop 3x slower than the C (its reductions not vectorised).
 
 Rows are split among torch's thread count of the moment (the re-ranking thread policy), each
 row computed alone in a fixed order, so the result is the same bytes for any count
-(tests/test_native_ddim.py). Float32 CPU tensors only; `usable` says when it applies, and the
-torch code (fused.py, its oracle) serves the rest.
+(tests/test_native_ddim.py). Float32 CPU tensors only. `backend` picks the loop: the C one
+where compiled code is allowed and a C compiler builds it, else its numba twin
+(ddim_rows_numba.py, also `--no-compile`'s), else None: the torch code (fused.py, the loops'
+oracle) serves the rest.
 """
 
 import ctypes
