@@ -75,6 +75,12 @@ def load(source: Path, what: str) -> ctypes.CDLL | None:
 def _load(source: Path, what: str) -> ctypes.CDLL | None:
     cc = compiler()
     if cc is None:
+        if os.environ.get("CC"):  # the user named a compiler: say that it was not found
+            warnings.warn(
+                f"CC={os.environ['CC']} names no program on PATH: {what} not built; "
+                "using its slower fallback instead",
+                stacklevel=3,
+            )
         return None
     text = source.read_bytes()
     errors = []

@@ -118,7 +118,8 @@ def test_a_failed_build_warns_and_the_torch_steps_run(tmp_path, monkeypatch) -> 
 
 def test_without_a_c_compiler_the_numba_loop_runs_silently(monkeypatch) -> None:
     """No compiler is no failure of the kernel: the numba loop runs (it needs none)."""
-    monkeypatch.setenv("CC", "no-such-compiler-here")
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("PATH", "")  # no cc, gcc or clang to find
     monkeypatch.setattr(native, "_LOADED", {})
     m, gallery, query, idx, g = setup(2)
     x_T = torch.randn(len(query), idx.shape[1], generator=g)
@@ -169,3 +170,10 @@ def test_a_cache_folder_anyone_can_write_is_not_loaded_from(tmp_path, monkeypatc
     with pytest.warns(UserWarning, match="not yours alone"):
         assert native.load(source, "a test kernel") is None
     assert not list(cache.rglob("*.so"))
+
+
+def test_a_cc_that_names_no_program_is_said(monkeypatch) -> None:
+    monkeypatch.setenv("CC", "no-such-compiler-here")
+    monkeypatch.setattr(native, "_LOADED", {})
+    with pytest.warns(UserWarning, match="CC=no-such-compiler-here names no program on PATH"):
+        assert native.load(native_ddim.SOURCE, "the test's kernel") is None

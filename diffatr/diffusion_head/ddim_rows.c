@@ -44,7 +44,8 @@ static float pair_logit(const float *restrict h, const float *restrict g,
 
 /* Rows [r0, r1) of a block of b rows: QK, idx, x_T, out (b, N); VCM, GC (Nc, W); WK (K, Nc);
    HEp (K, W); w2 (W,); ks (S,); coef (S, 5); noise (S, b, N) or NULL. flush: treat float32
-   denormals as zero (the caller's torch setting, per thread). 0 on success. */
+   denormals as zero (the caller's torch setting, per thread; this thread's MXCSR is put back
+   before returning). 0 on success. */
 int ddim_rows(int64_t r0, int64_t r1, int64_t b, int64_t N, int64_t W, int64_t Nc, int64_t S,
               const float *QK, const int64_t *idx, const float *VCM, const float *GC,
               const float *WK, const float *HEp, const float *w2, float b2, const int64_t *ks,
