@@ -104,8 +104,8 @@ def first_call(key: str, what: str, fn, *args):
     if key in _CALLED:
         return fn(*args)
     note(
-        f"compiling {what} (on first use; ~1 min on 2 cores, then loaded from the compile "
-        "cache in seconds)"
+        f"compiling {what} (on first use; tens of seconds on 2 cores, then loaded from the "
+        "compile cache in seconds)"
     )
     before = _graph_counts()
     start = time.monotonic()

@@ -36,6 +36,7 @@ from .progress import duration, note
 
 FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-fno-math-errno")
 NATIVE_ISA = ("-march=native",)  # tried first; a compiler or CPU without it builds generic code
+OPENMP = "-fopenmp"
 
 _LOADED: dict[str, ctypes.CDLL | None] = {}
 
@@ -63,16 +64,21 @@ def compiler() -> str | None:
     return None
 
 
-def load(source: Path, what: str) -> ctypes.CDLL | None:
+def load(source: Path, what: str, openmp: bool = False) -> ctypes.CDLL | None:
     """The library built from `source` (a C file), built first if the cache lacks it; None when
-    no C compiler builds it. Once per process per source."""
+    no C compiler builds it. Once per process per source.
+
+    openmp: build with `-fopenmp` first (else without: the source must compile both ways). The
+    library then needs `libgomp.so.1`, which the dynamic linker finds already loaded: the copy
+    torch ships and runs its own threads on, so the kernel's parallel loops use torch's thread
+    team (no second pool spinning against it)."""
     key = str(source)
     if key not in _LOADED:
-        _LOADED[key] = _load(source, what)
+        _LOADED[key] = _load(source, what, openmp)
     return _LOADED[key]
 
 
-def _load(source: Path, what: str) -> ctypes.CDLL | None:
+def _load(source: Path, what: str, openmp: bool) -> ctypes.CDLL | None:
     cc = compiler()
     if cc is None:
         if os.environ.get("CC"):  # the user named a compiler: say that it was not found
@@ -84,7 +90,10 @@ def _load(source: Path, what: str) -> ctypes.CDLL | None:
         return None
     text = source.read_bytes()
     errors = []
-    for isa in (NATIVE_ISA, ()):
+    tries = [NATIVE_ISA, ()]
+    if openmp:
+        tries = [(OPENMP, *isa) for isa in tries] + tries
+    for isa in tries:
         flags = (*FLAGS, *isa)
         path = cache_dir() / f"{source.stem}-{_key(text, cc, flags)}.so"
         unsafe = _unsafe(path)

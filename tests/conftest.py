@@ -18,6 +18,15 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def torch_optimiser(monkeypatch):
+    """The head's optimiser on its torch code (optim.py), compiled or eager, not its C kernel
+    (native_optim.py), which it takes by default where it builds."""
+    from diffatr.diffusion_head import native_optim
+
+    monkeypatch.setattr(native_optim, "usable", lambda tensors: False)
+
+
 @pytest.fixture(scope="session")
 def library(tmp_path_factory):
     """A sound library indexed with a tiny joint model (`library_helpers.build_library`)."""

@@ -152,6 +152,7 @@ def state(opt) -> list[torch.Tensor]:
             for x in xs]  # fmt: skip
 
 
+@pytest.mark.usefixtures("torch_optimiser")
 def test_optimiser_falls_back_on_a_compile_failure_and_steps_once(monkeypatch):
     want = optimiser(compiled=False)
     want.step(1e-2)
@@ -167,6 +168,7 @@ def test_optimiser_falls_back_on_a_compile_failure_and_steps_once(monkeypatch):
         torch.testing.assert_close(got, exp, rtol=0, atol=0)
 
 
+@pytest.mark.usefixtures("torch_optimiser")
 def test_optimiser_lets_a_runtime_error_propagate_and_never_reapplies(monkeypatch):
     want = optimiser(compiled=False)
     want.step(1e-2)
