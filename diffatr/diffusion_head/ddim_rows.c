@@ -3,7 +3,7 @@
    fused.py's `GalleryDenoiser.sample` for gathered candidates, with its notation: for every
    row r of a block and every step n (k = ks[n], c = coef[n]):
 
-       A      = softmax_j(QK[r, j] + WK[k, idx[r, j]] + x[j])
+       A      = softmax_j(QK_j + WK[k, idx[r, j]] + x[j]),   QK_j = QC[r] . KC[idx[r, j]]
        HE     = sum_j A_j VCM[idx[r, j]] + HEp[k]                       (2D,)
        x0_j   = clamp(w2 . relu(HE + GC[idx[r, j]]) + b2 + A_j, -1, 1)
        eps_j  = (x_j - c[0] x0_j) / c[1]
@@ -22,6 +22,18 @@
 #endif
 
 #define LANES 16
+
+/* a . b over D, in LANES fixed partial sums */
+static float dot(const float *restrict a, const float *restrict b, int64_t D) {
+    float acc[LANES] = {0};
+    int64_t d = 0;
+    for (; d + LANES <= D; d += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += a[d + l] * b[d + l];
+    for (int l = 0; d < D; d++, l++) acc[l] += a[d] * b[d];
+    float s = 0.0f;
+    for (int l = 0; l < LANES; l++) s += acc[l];
+    return s;
+}
 
 /* sum_w relu(h[w] + g[w]) * w2[w] */
 static float pair_logit(const float *restrict h, const float *restrict g,
@@ -42,24 +54,25 @@ static float pair_logit(const float *restrict h, const float *restrict g,
     return s;
 }
 
-/* Rows [r0, r1) of a block of b rows: QK, idx, x_T, out (b, N); VCM, GC (Nc, W); WK (K, Nc);
+/* Rows [r0, r1) of a block of b rows: QC (b, D); KC (Nc, D); idx, x_T, out (b, N); VCM, GC
+   (Nc, W); WK (K, Nc);
    HEp (K, W); w2 (W,); ks (S,); coef (S, 5); noise (S, b, N) or NULL. flush: treat float32
    denormals as zero (the caller's torch setting, per thread; this thread's MXCSR is put back
    before returning). 0 on success. */
 int ddim_rows(int64_t r0, int64_t r1, int64_t b, int64_t N, int64_t W, int64_t Nc, int64_t S,
-              const float *QK, const int64_t *idx, const float *VCM, const float *GC,
+              int64_t D, const float *QC, const float *KC, const int64_t *idx, const float *VCM, const float *GC,
               const float *WK, const float *HEp, const float *w2, float b2, const int64_t *ks,
               const float *coef, const float *noise, const float *x_T, float *out, int flush) {
-    float *x = malloc(sizeof(float) * (3 * N + W));
+    float *x = malloc(sizeof(float) * (4 * N + W));
     if (!x) return 1;
-    float *A = x + N, *x0 = x + 2 * N, *HE = x + 3 * N;
+    float *A = x + N, *x0 = x + 2 * N, *qk = x + 3 * N, *HE = x + 4 * N;
 #if defined(__SSE__)
     unsigned int csr = _mm_getcsr();
     if (flush) _mm_setcsr(csr | 0x8040); /* FTZ | DAZ, as torch.set_flush_denormal(True) */
 #endif
     for (int64_t r = r0; r < r1; r++) {
         const int64_t *row = idx + r * N;
-        const float *qk = QK + r * N;
+        for (int64_t j = 0; j < N; j++) qk[j] = dot(QC + r * D, KC + row[j] * D, D);
         for (int64_t j = 0; j < N; j++) x0[j] = x[j] = x_T[r * N + j];
         for (int64_t n = 0; n < S; n++) {
             const float *wk = WK + ks[n] * Nc, *hep = HEp + ks[n] * W, *c = coef + 5 * n;

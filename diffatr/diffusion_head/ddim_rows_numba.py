@@ -19,10 +19,11 @@ LANES = 16  # fixed partial sums over 2D, as ddim_rows.c's
 
 
 def _rows(
-    r0, r1, QK, idx, VCM, GC, WK, HEp, w2, b2, ks, coef, noise, x_T, out
+    r0, r1, QC, KC, idx, VCM, GC, WK, HEp, w2, b2, ks, coef, noise, x_T, out
 ):  # pragma: no cover (JIT)
-    N, W, S = idx.shape[1], VCM.shape[1], ks.shape[0]
+    N, W, S, D = idx.shape[1], VCM.shape[1], ks.shape[0], KC.shape[1]
     x = np.empty(N, np.float32)
+    qk = np.empty(N, np.float32)
     A = np.empty(N, np.float32)
     x0 = np.empty(N, np.float32)
     HE = np.empty(W, np.float32)
@@ -32,11 +33,27 @@ def _rows(
         for j in range(N):
             x[j] = x_T[r, j]
             x0[j] = x_T[r, j]
+            c = KC[idx[r, j]]
+            acc[:] = zero
+            d0 = 0
+            while d0 + LANES <= D:
+                for lane in range(LANES):
+                    acc[lane] += QC[r, d0 + lane] * c[d0 + lane]
+                d0 += LANES
+            lane = 0
+            while d0 < D:
+                acc[lane] += QC[r, d0] * c[d0]
+                d0 += 1
+                lane += 1
+            s = zero
+            for lane in range(LANES):
+                s += acc[lane]
+            qk[j] = s
         for n in range(S):
             k = ks[n]
             m = np.float32(-np.inf)
             for j in range(N):
-                A[j] = QK[r, j] + WK[k, idx[r, j]] + x[j]
+                A[j] = qk[j] + WK[k, idx[r, j]] + x[j]
                 m = max(m, A[j])
             z = zero
             for j in range(N):

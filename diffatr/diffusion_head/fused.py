@@ -237,11 +237,10 @@ class GalleryDenoiser:
         QC = self.query_constants(query)  # (B, D)
         coefficients = ddim_coefficients(betas, steps, eta)
         loop = None if idx is None else self.native(x_T)
-        if loop:  # the C (or numba) loop: all steps of a row at once
-            QK = torch.einsum("bd,bnd->bn", QC, self.KC[idx])  # (B, N)
+        if loop:  # the C (or numba) loop: all steps of a row at once, QK inside (no gather)
             w, tables = self.w, (self.VCM, self.GC, self.WK, self.HEp)
             return native_ddim.ddim_rows(
-                QK, idx, *tables, w.w2, w.b2, coefficients, x_T, noise, loop=loop
+                QC, self.KC, idx, *tables, w.w2, w.b2, coefficients, x_T, noise, loop=loop
             )
         if idx is None:
             QK, VCM, GC = QC @ self.KC.T, self.VCM, self.GC  # (B, N), (N, 2D) x 2

@@ -34,7 +34,7 @@ SOURCE = Path(__file__).with_name("ddim_rows.c")
 WHAT = "the head's DDIM kernel"
 
 _P, _I = ctypes.c_void_p, ctypes.c_int64
-_ARGTYPES = [_I] * 7 + [_P] * 7 + [ctypes.c_float, _P, _P, _P, _P, _P, ctypes.c_int]
+_ARGTYPES = [_I] * 8 + [_P] * 8 + [ctypes.c_float, _P, _P, _P, _P, _P, ctypes.c_int]
 
 
 def library() -> ctypes.CDLL | None:
@@ -66,7 +66,8 @@ def _applies(tensors) -> bool:
 
 
 def ddim_rows(
-    QK: torch.Tensor,
+    QC: torch.Tensor,
+    KC: torch.Tensor,
     idx: torch.Tensor,
     VCM: torch.Tensor,
     GC: torch.Tensor,
@@ -79,17 +80,17 @@ def ddim_rows(
     noise: torch.Tensor | None = None,
     loop: str = "c",
 ) -> torch.Tensor:
-    """The final x0_hat (b, k) of DDIM over each row's candidates idx (b, k): QK (b, k) the
-    step-free attention logits, VCM and GC (Nc, 2D), WK (K, Nc), HEp (K, 2D), w2 (2D,), b2 a
-    scalar, noise (steps, b, k) when eta > 0 (ddim_rows.c states the arithmetic); `loop` "c"
-    or "numba" (`backend`)."""
+    """The final x0_hat (b, k) of DDIM over each row's candidates idx (b, k): QC (b, D) and KC
+    (Nc, D) give the step-free attention logits QC[r] . KC[idx[r, j]], VCM and GC (Nc, 2D),
+    WK (K, Nc), HEp (K, 2D), w2 (2D,), b2 a scalar, noise (steps, b, k) when eta > 0
+    (ddim_rows.c states the arithmetic); `loop` "c" or "numba" (`backend`)."""
     b, k = idx.shape
     Nc, W = VCM.shape
     ks = torch.tensor([step for step, _ in coefficients], dtype=torch.int64)
     coef = torch.tensor([list(c) for _, c in coefficients], dtype=torch.float32).reshape(-1, 5)
     if noise is not None and (len(noise) == 0 or all(c.sigma == 0 for _, c in coefficients)):
         noise = None
-    arrays = [QK, idx.to(torch.int64), VCM, GC, WK, HEp, w2]
+    arrays = [QC, KC, idx.to(torch.int64), VCM, GC, WK, HEp, w2]
     arrays = [t.contiguous() for t in arrays]
     tail = [t.contiguous() for t in (ks, coef)]
     noise = None if noise is None else noise.contiguous()
@@ -110,7 +111,7 @@ def ddim_rows(
 
     def rows(r0: int, r1: int) -> None:
         status = lib.ddim_rows(
-            r0, r1, b, k, W, Nc, len(coefficients),
+            r0, r1, b, k, W, Nc, len(coefficients), KC.shape[1],
             *(t.data_ptr() for t in arrays), float(b2),
             *(t.data_ptr() for t in tail), None if noise is None else noise.data_ptr(),
             x_T.data_ptr(), out.data_ptr(), flush,

@@ -30,6 +30,7 @@ from .checkpoint import Head
 from .config import RerankConfig
 from .ddim import ddim_timesteps
 from .fused import GalleryDenoiser
+from .seeded_noise import block_noise
 
 _DIRECTION_SEED = {"t2a": 0, "a2t": 1}
 
@@ -40,6 +41,13 @@ def row_noise(seed: int, direction: str, row: int, shape: tuple[int, ...]) -> to
     # would keep only the low 32 bits of a combined integer seed.
     rng = np.random.default_rng([seed % (1 << 64), _DIRECTION_SEED[direction], row])
     return torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
+
+
+def rows_noise(seed: int, direction: str, rows: range, shape: tuple[int, ...]) -> torch.Tensor:
+    """`row_noise` of every row in `rows`, (len(rows), *shape): the same numbers, the hashing
+    of the rows' keys done for the block at once (seeded_noise.py; ~4x faster)."""
+    key = [seed % (1 << 64), _DIRECTION_SEED[direction]]
+    return torch.from_numpy(block_noise(key, rows, shape))
 
 
 class Samples:
@@ -124,9 +132,9 @@ class DiffusionScores(TopKScores):
         b, k = len(S), S.shape[1] if top is None else top.shape[1]
         queries = (self.text if direction == "t2a" else self.audio)[row0 : row0 + b]  # (b, D)
         n_noise = 1 + (len(ddim_timesteps(self.head.config.K, cfg.steps)) if cfg.eta > 0 else 0)
-        noise = torch.stack(
-            [row_noise(cfg.seed, direction, row0 + i, (n_noise, k)) for i in range(b)], dim=1
-        ).to(S.device)  # (n_noise, b, k)
+        rows = range(row0, row0 + b)
+        noise = rows_noise(cfg.seed, direction, rows, (n_noise, k))  # (b, n_noise, k)
+        noise = noise.transpose(0, 1).contiguous().to(S.device)  # (n_noise, b, k)
         with flush_denormal():
             x0_hat = g.sample(queries, top, noise[0], self.betas, cfg.steps, cfg.eta, noise[1:])
             if self.samples is not None:

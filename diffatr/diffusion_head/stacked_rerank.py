@@ -31,7 +31,7 @@ from .checkpoint import Head
 from .config import RerankConfig
 from .ddim import ddim_coefficients, ddim_timesteps
 from .fused import GalleryDenoiser, _ddim_update
-from .rerank import DiffusionScores, row_noise
+from .rerank import DiffusionScores, rows_noise
 
 
 class StackedGallery:
@@ -90,10 +90,10 @@ class StackedGallery:
     def _native(self, loop: str, h: int, QC, idx, x_T, coefficients, noise) -> torch.Tensor:
         """Head h's block by the C or numba loop (native_ddim.py): per head, each row in the
         core's cache for all its steps, beats the stacked compiled steps over all heads."""
-        QK = torch.einsum("bd,bnd->bn", QC, self.KC[h][idx])  # (b, k)
         args = (self.VCM[h], self.GC[h], self.WK[h], self.HEp[h], self.w2[h], self.b2[h])
         z = None if noise is None or len(noise) == 0 else noise[:, h]
-        return native_ddim.ddim_rows(QK, idx, *args, coefficients, x_T[h], z, loop=loop)
+        return native_ddim.ddim_rows(QC, self.KC[h], idx, *args, coefficients, x_T[h], z,
+                                     loop=loop)  # fmt: skip
 
     def _ddim_step(self, args):
         if self.compiled:
@@ -162,10 +162,9 @@ class _Shared:
         n_noise = 1 + (len(ddim_timesteps(first.head.config.K, cfg.steps)) if cfg.eta > 0 else 0)
         rows = range(row0, row0 + b)
         noise = torch.stack(
-            [torch.stack([row_noise(s.cfg.seed, direction, r, (n_noise, k)) for r in rows], 1)
-             for s in self.scores],
-            dim=1,
-        ).to(S.device)  # (n_noise, H, b, k)  # fmt: skip
+            [rows_noise(s.cfg.seed, direction, rows, (n_noise, k)) for s in self.scores], dim=2
+        )  # (b, n_noise, H, k)
+        noise = noise.permute(1, 2, 0, 3).contiguous().to(S.device)  # (n_noise, H, b, k)
         with flush_denormal():
             x0_hat = g.sample(queries, top, noise[0], first.betas, cfg.steps, cfg.eta, noise[1:])
             return list(torch.softmax(x0_hat / cfg.temperature, dim=-1))  # H x (b, k)

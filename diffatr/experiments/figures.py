@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..diffusion_head import Head, native_ddim
 from ..diffusion_head.fused import GalleryDenoiser
-from ..diffusion_head.rerank import row_noise
+from ..diffusion_head.rerank import rows_noise
 from ..diffusion_head.trajectory import cosine_topk, diffusion_trajectory
 from ..errors import UserError
 from ..evaluate import CosineScores, topk_indices
@@ -110,7 +110,7 @@ def _maybe_improved(head: Head, text, audio, audio_index, n: int, topk: int, see
     top = topk_indices(S, k)  # (n, k)
     clips = audio_index[:n].to(top.device).long()
     inside = (top == clips[:, None]) & (clips[:, None] >= 0)  # (n, k)
-    x_T = torch.stack([row_noise(seed, "t2a", r, (1, k))[0] for r in range(n)]).to(q.device)
+    x_T = rows_noise(seed, "t2a", range(n), (1, k))[:, 0].contiguous().to(q.device)  # (n, k)
     gallery = GalleryDenoiser(head.t2a, C, head.config.K, compiled=native_ddim.usable(q, C))
     with torch.no_grad():
         x0_hat = gallery.sample(q, top, x_T, head.betas)  # (n, k)
