@@ -51,3 +51,21 @@ def test_unreadable_files_say_what_they_are(saved, tmp_path) -> None:
     cut.write_bytes(saved.read_bytes()[:200])  # a torch.save zip cut short
     with pytest.raises(UserError, match=r"cut.pt: a PyTorch file that cannot be read .*Error"):
         load_head(cut)
+
+
+def test_loading_fills_every_weight_from_the_file(tmp_path) -> None:
+    """load_head builds its denoisers uninitialised (no random draws) and loads every weight:
+    the loaded head equals the saved one, and loading leaves torch's generator alone."""
+    head = random_head(16, 5, seed=3)
+    save_head(tmp_path / "h.pt", head)
+    torch.manual_seed(0)
+    loaded = load_head(tmp_path / "h.pt")
+    after = torch.randn(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.randn(3))  # no draw in between
+    for d in ("t2a", "a2t"):
+        want, got = getattr(head, d).state_dict(), getattr(loaded, d).state_dict()
+        assert want.keys() == got.keys()
+        for k, v in want.items():
+            assert got[k].device.type == "cpu" and torch.equal(got[k], v), k
+        assert all(p.requires_grad for p in getattr(loaded, d).parameters())

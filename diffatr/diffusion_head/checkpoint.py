@@ -38,8 +38,8 @@ class Head:
         return make_betas(self.config.schedule, self.config.K)
 
 
-def new_denoiser(dim: int, K: int) -> Denoiser:
-    return Denoiser(dim, max_steps=max(K, 1000))
+def new_denoiser(dim: int, K: int, init: bool = True) -> Denoiser:
+    return Denoiser(dim, max_steps=max(K, 1000), init=init)
 
 
 def save_head(path: str | os.PathLike, head: Head) -> None:
@@ -70,7 +70,7 @@ def load_head(
         raise UserError(f"{path}: damaged head checkpoint (config or dim: {exc!s:.80})") from None
     nets = {}
     for direction in DIRECTIONS:
-        net = new_denoiser(dim, cfg.K)
+        net = new_denoiser(dim, cfg.K, init=False)  # every weight comes from the checkpoint
         try:
             net.load_state_dict(blob[direction])
         except (KeyError, RuntimeError) as exc:
