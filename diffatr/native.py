@@ -93,9 +93,12 @@ def _load(source: Path, what: str, openmp: bool) -> ctypes.CDLL | None:
     tries = [NATIVE_ISA, ()]
     if openmp:
         tries = [(OPENMP, *isa) for isa in tries] + tries
-    for isa in tries:
-        flags = (*FLAGS, *isa)
-        path = cache_dir() / f"{source.stem}-{_key(text, cc, flags)}.so"
+    builds = [(*FLAGS, *isa) for isa in tries]
+    builds = [(f, cache_dir() / f"{source.stem}-{_key(text, cc, f)}.so") for f in builds]
+    # start from the first library already built: a build that failed once (no OpenMP, no
+    # -march=native) is not tried again, with its note, in every process
+    start = next((i for i, (_, path) in enumerate(builds) if path.exists()), 0)
+    for flags, path in builds[start:]:
         unsafe = _unsafe(path)
         if unsafe:
             errors.append(unsafe)

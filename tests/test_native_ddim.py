@@ -103,6 +103,25 @@ def test_a_changed_source_builds_again_and_the_same_loads(tmp_path, monkeypatch)
     assert len(list((tmp_path / "cache" / "diffatr-native").glob("*.so"))) == 2
 
 
+def test_a_build_without_openmp_is_kept_and_not_retried(tmp_path, monkeypatch) -> None:
+    """A source the OpenMP build fails on (here by #error; on a machine: no OpenMP library)
+    loads its build without OpenMP, silently; a later process loads that one and tries no
+    build at all (no failing build and its note in every process)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(native, "_LOADED", {})
+    source = tmp_path / "serial.c"
+    source.write_text("#ifdef _OPENMP\n#error no\n#endif\nint answer(void) { return 7; }\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert native.load(source, "a test kernel", openmp=True).answer() == 7
+    builds = []
+    real = native._build
+    monkeypatch.setattr(native, "_build", lambda *a: builds.append(a) or real(*a))
+    monkeypatch.setattr(native, "_LOADED", {})  # as a new process
+    assert native.load(source, "a test kernel", openmp=True).answer() == 7
+    assert builds == []
+
+
 def test_a_failed_build_warns_and_the_torch_steps_run(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(native, "_LOADED", {})
