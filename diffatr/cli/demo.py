@@ -45,9 +45,9 @@ def demo(out_dir, clips, train_clips, val_clips, seed, no_compile):
 
     Synthetic backbone features -> phase 1 (projection heads) -> phase 2 (the diffusion head)
     -> the strategy table (Dis / Gen / Gen+Dis and the baselines) -> recall curves and the
-    diffusion process of one query. About 35 s on 2 CPU cores once torch.compile's cache holds
-    the head's training step (the first run compiles it: about 20 s more); the head trains 2
-    epochs, not the paper's 5, to keep it short.
+    diffusion process of one query. About 40 s on 2 CPU cores once torch.compile's cache holds
+    the head's training step (the first run on a machine compiles it: about 30 s more); the
+    head trains 2 epochs, not the paper's 5, to keep it short.
     """
     from ..demo import DemoConfig, run_demo
     from ..outputs import check_outputs
