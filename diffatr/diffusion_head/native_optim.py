@@ -63,7 +63,7 @@ class Plan:
                 for off in range(0, part, block):
                     bt.append(t), bo.append(h * part + off), bn.append(min(block, part - off))
                     bh.append(h)
-        self.heads, self.total = heads, sum(sizes)
+        self.heads = heads
         self.block_head = np.array(bh, dtype=np.int64)
         self.bt, self.bo, self.bn = (torch.tensor(x, dtype=torch.int64) for x in (bt, bo, bn))
         self.sizes = torch.tensor(sizes, dtype=torch.int64)
