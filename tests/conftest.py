@@ -27,6 +27,16 @@ def torch_optimiser(monkeypatch):
     monkeypatch.setattr(native_optim, "usable", lambda tensors: False)
 
 
+@pytest.fixture
+def torch_loss(monkeypatch):
+    """The training loss's forward and backward through torch.compile (stacked.CompiledLoss),
+    not written out with its C kernel (native_loss.py), which it takes by default where it
+    builds."""
+    from diffatr.diffusion_head import native_loss
+
+    monkeypatch.setattr(native_loss, "usable", lambda tensors: False)
+
+
 @pytest.fixture(scope="session")
 def library(tmp_path_factory):
     """A sound library indexed with a tiny joint model (`library_helpers.build_library`)."""

@@ -68,6 +68,7 @@ def eager_reference(nets, args):
     return losses.detach(), [leaf.grad for leaf in pair.leaves]
 
 
+@pytest.mark.usefixtures("torch_loss")  # the torch.compile path, not native_loss
 @pytest.mark.parametrize("backend", [cannot_compile, backward_cannot_compile()])
 def test_loss_falls_back_on_a_compile_failure_without_doubled_gradients(backend, monkeypatch):
     nets, args = loss_inputs()
@@ -85,6 +86,7 @@ def test_loss_falls_back_on_a_compile_failure_without_doubled_gradients(backend,
         torch.testing.assert_close(leaf.grad, g)  # once, not the failed try's plus the eager one
 
 
+@pytest.mark.usefixtures("torch_loss")  # the torch.compile path, not native_loss
 def test_a_backward_failing_after_some_gradients_are_written_is_redone_from_clean(monkeypatch):
     """A graph broken into pieces compiles each piece's backward when it runs: a later piece
     can fail (a compilation failure) after an earlier piece has added its gradients. The eager
@@ -119,6 +121,7 @@ def test_a_backward_failing_after_some_gradients_are_written_is_redone_from_clea
         torch.testing.assert_close(leaf.grad, g)  # not the failed try's plus the eager one
 
 
+@pytest.mark.usefixtures("torch_loss")  # the torch.compile path, not native_loss
 def test_loss_lets_a_runtime_error_of_compiled_code_propagate(monkeypatch):
     nets, args = loss_inputs()
     crashing = torch.compile(stacked_mod.group_losses, backend=crashes_when_run)

@@ -146,9 +146,13 @@ def small_float32(nets):
     return nets
 
 
-def test_compiled_loss_and_gradients_equal_the_reference_float32() -> None:
-    """The compiled forward and backward against autograd through Denoiser.forward in float64
-    (the same float32 weights), not against the eager version of the same function."""
+@pytest.mark.parametrize("path", ["native", "compiled"])
+def test_compiled_loss_and_gradients_equal_the_reference_float32(path, request) -> None:
+    """The fast forward and backward (written out with the C kernel, or torch.compile'd)
+    against autograd through Denoiser.forward in float64 (the same float32 weights), not
+    against the eager version of the same function."""
+    if path == "compiled":
+        request.getfixturevalue("torch_loss")
     B, D = 6, 16
     nets64, text, audio, k, eps, abar = setup(B, D, seed=3)
     nets = small_float32(nets64)
@@ -172,9 +176,14 @@ def test_compiled_loss_and_gradients_equal_the_reference_float32() -> None:
             torch.testing.assert_close(leaf.grad[i], want, rtol=1e-3, atol=1e-4, msg=name)
 
 
-def test_compiled_trainer_equals_the_naive_reference_trainer() -> None:
-    """End to end, compiled: stacked loss + fused clip/AdamW/EMA (torch.compile'd) against the
-    reference trainer (Denoiser.forward, torch.optim.AdamW, clip_grad_norm_, an EMA loop)."""
+@pytest.mark.parametrize("path", ["native", "compiled"])
+def test_compiled_trainer_equals_the_naive_reference_trainer(path, request) -> None:
+    """End to end, fast: stacked loss + fused clip/AdamW/EMA (written out and in C, or
+    torch.compile'd) against the reference trainer (Denoiser.forward, torch.optim.AdamW,
+    clip_grad_norm_, an EMA loop)."""
+    if path == "compiled":
+        request.getfixturevalue("torch_loss")
+        request.getfixturevalue("torch_optimiser")
     B, D, steps = 6, 16, 4
     # a moderate logit scale: saturated softmaxes give tiny gradients whose rounding Adam
     # would turn into full-size steps (1e-3 apart with logit_scale 100, either path)

@@ -141,6 +141,11 @@ class FusedAdamWEMA:
     def _update(self):
         return _compiled()[1] if self.compiled else _update
 
+    def native(self) -> bool:
+        """Whether a step of every head runs in C (native_optim.py): nothing to compile."""
+        state = [*self.params, *self.exp_avg, *self.exp_avg_sq, *self.ema]
+        return self.compiled and native_optim.usable(state)
+
     @property
     def t(self) -> int:
         """The step count of head 0 (of the only head, for one)."""

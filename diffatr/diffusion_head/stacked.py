@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..compiling import cacheable_autograd, is_compile_failure, warn_fallback
+from . import native_loss
 from .denoiser import Denoiser
 
 DIRECTIONS = ("t2a", "a2t")
@@ -209,18 +210,36 @@ class _PairLogits(torch.autograd.Function):
 _COMPILED: list = []
 
 
+class _CompiledOnFirstCall:
+    """torch.compile(fn) made at the first call: torch.compile imports dynamo (~2.5 s), which a
+    process training on the written-out path (native_loss.py) never needs."""
+
+    def __init__(self, fn):
+        self.fn, self.compiled = fn, None
+
+    def __call__(self, *args):
+        if self.compiled is None:
+            self.compiled = torch.compile(self.fn, dynamic=False)
+        return self.compiled(*args)
+
+
 def _compiled_group_losses():
     """One torch.compile'd `group_losses` per process: every trainer (an ablation's many heads)
     shares its compiled graphs instead of compiling its own."""
     if not _COMPILED:
-        _COMPILED.append(torch.compile(group_losses, dynamic=False))
+        _COMPILED.append(_CompiledOnFirstCall(group_losses))
     return _COMPILED[0]
 
 
 class CompiledLoss:
-    """`group_losses` through torch.compile (forward and backward fused by inductor) for batches
-    of one shape (G groups of `batch_size`), eager for any other shape (a short last batch, one
-    head's own step), or after compiling failed (see diffatr/compiling.py)."""
+    """`group_losses`' forward and backward on the fast path for batches of one shape (G groups
+    of `batch_size`), eager autograd for any other shape (a short last batch, one head's own
+    step), or after compiling failed (see diffatr/compiling.py).
+
+    The fast path: on the CPU, float32, where a C compiler builds `pair_logits.c`, the
+    forward and backward written out (native_loss.py: torch's bmm and a C kernel, nothing for
+    inductor to compile); else (a GPU, another dtype, no C compiler) through torch.compile,
+    forward and backward fused by inductor."""
 
     def __init__(self, batch_size: int, enabled: bool = True, groups: int = 2):
         self.batch_size, self.groups = batch_size, groups
@@ -234,8 +253,17 @@ class CompiledLoss:
         return self._losses(args).sum()
 
     def compiles(self, query: torch.Tensor) -> bool:
-        """Whether a step on `query` (G, B, D) runs the compiled graphs."""
+        """Whether a step on `query` (G, B, D) runs the fast path (written out or compiled)."""
         return self.enabled and tuple(query.shape[:2]) == (self.groups, self.batch_size)
+
+    def native(self, P: dict[str, torch.Tensor], query: torch.Tensor) -> bool:
+        """Whether a step on `query` with the weights P runs written out (native_loss.py): the
+        fast path's shape, float32 CPU tensors, the C kernel built, P's trainable tensors
+        autograd leaves (the gradients are set on them, not propagated)."""
+        if not self.compiles(query):
+            return False
+        trainable = [p for p in P.values() if p.requires_grad]
+        return all(p.is_leaf for p in trainable) and native_loss.usable([query, *P.values()])
 
     def _losses(self, args) -> torch.Tensor:
         if self.compiles(args[2]):
@@ -257,6 +285,8 @@ class CompiledLoss:
         were: a graph broken into pieces compiles each piece's backward when it runs, so a
         later piece can fail after an earlier one has added its gradients (twice counted)."""
         args = (P, step_table, query, cand, k, eps, abar, logit_scale)
+        if self.native(P, query):
+            return native_loss.losses_and_grads(*args)
         if self.compiles(query):
             leaves = [p for p in P.values() if p.requires_grad]
             # None in training (the optimiser clears them); a caller's own are kept by value

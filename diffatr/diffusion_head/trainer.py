@@ -8,7 +8,9 @@ L_G = CE(logit_scale * x0_hat, diag); the directions' losses are summed. AdamW w
 decay on matrices only, 10% linear warm-up then cosine decay, grad-norm clip, EMA.
 
 - fast (cfg.fused): both directions as one batched factorised computation (`stacked.py`),
-  forward and backward torch.compile'd, then one fused clip + AdamW + EMA pass (`optim.py`);
+  forward and backward written out with the pair logits in C on the CPU (`native_loss.py`),
+  torch.compile'd elsewhere, then one fused clip + AdamW + EMA pass (`optim.py`, in C on the
+  CPU);
 - several heads (`seeds`): the same fast path with every head's directions on the stacked
   axis, each head's optimiser state, clipping, schedule and random draws its own;
 - naive (cfg.fused False): `Denoiser.forward` per direction, `torch.optim.AdamW`,
@@ -183,7 +185,8 @@ class HeadTrainer:
                 self.opt.step(lrs, head=heads[0])
             return losses
 
-        if len(heads) == self.heads and self.loss_fn.compiles(query):
+        native = self.loss_fn.native(P, query) and self.opt.native()  # nothing to compile
+        if len(heads) == self.heads and self.loss_fn.compiles(query) and not native:
             # the first full step compiles (or loads) forward, backward and update: say so
             key = f"head_train_step_{self.heads}x{self.cfg.batch_size}"
             losses = first_call(key, "the head's training step", train_step)
