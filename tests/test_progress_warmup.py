@@ -5,6 +5,8 @@ open display, once per process, as compiled or as loaded from the cache."""
 
 import io
 
+import pytest
+
 from diffatr import compiling, progress
 from diffatr.progress import Progress, note, note_warmup
 
@@ -98,6 +100,7 @@ def test_a_note_skips_a_display_left_open_on_a_closed_stream() -> None:
         progress._ACTIVE.remove(bar)
 
 
+@pytest.mark.usefixtures("torch_loss", "torch_optimiser")  # the torch.compile'd step
 def test_the_head_training_steps_first_compiled_step_is_announced(monkeypatch) -> None:
     """HeadTrainer wraps its first full compiled step in first_call; the compiled functions are
     swapped for their eager originals here so that nothing compiles in the test."""
@@ -120,3 +123,24 @@ def test_the_head_training_steps_first_compiled_step_is_announced(monkeypatch) -
     assert lines[0].startswith("compiling the head's training step (on first use")
     assert lines[1].startswith("the head's training step: nothing compiled in ")
     assert sum("training step" in line for line in lines) == 2
+
+
+def test_the_written_out_training_step_announces_no_compile(monkeypatch) -> None:
+    """On the CPU with a C compiler the step runs written out and in C (native_loss.py,
+    native_optim.py): nothing is compiled or loaded, so nothing is announced."""
+    import torch
+
+    from diffatr.diffusion_head import native_loss, native_optim
+    from diffatr.diffusion_head.config import HeadConfig
+    from diffatr.diffusion_head.trainer import HeadTrainer
+
+    if native_loss.library() is None or native_optim.library() is None:
+        pytest.skip("no C compiler")
+    monkeypatch.setattr(compiling, "_CALLED", set())
+    trainer = HeadTrainer(16, HeadConfig(batch_size=4, K=5, compiled=True), total_steps=2)
+    g, log = torch.Generator().manual_seed(0), io.StringIO()
+    with Progress(total=2, unit="batch", file=log) as bar:
+        for _ in range(2):
+            trainer.step(torch.randn(4, 16), torch.randn(4, 16), g)
+            bar.update(1)
+    assert not [line for line in log.getvalue().splitlines() if "training step" in line]

@@ -38,16 +38,17 @@ from . import main
 @click.option(
     "--no-compile",
     is_flag=True,
-    help="Run the head without torch.compile (no compile time, slower per step).",
+    help="Run the head without a C/C++ compiler or torch.compile: eager PyTorch training, "
+    "the DDIM loop through numba (slower).",
 )
 def demo(out_dir, clips, train_clips, val_clips, seed, no_compile):
     """Run the pipeline end to end on built-in synthetic data (no download, no GPU).
 
     Synthetic backbone features -> phase 1 (projection heads) -> phase 2 (the diffusion head)
     -> the strategy table (Dis / Gen / Gen+Dis and the baselines) -> recall curves and the
-    diffusion process of one query. About 40 s on 2 CPU cores once torch.compile's cache holds
-    the head's training step (the first run on a machine compiles it: about 30 s more); the
-    head trains 2 epochs, not the paper's 5, to keep it short.
+    diffusion process of one query. About 35-45 s on 2 CPU cores (the first run on a machine
+    also builds three small C kernels, ~1 s); the head trains 2 epochs, not the paper's 5, to
+    keep it short.
     """
     from ..demo import DemoConfig, run_demo
     from ..outputs import check_outputs

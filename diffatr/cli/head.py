@@ -86,7 +86,8 @@ from .options import CACHE, given, parse_seeds
 @click.option(
     "--no-compile",
     is_flag=True,
-    help="Train and validate without torch.compile (eager; no warm-up, slower per batch).",
+    help="Train and validate without a C/C++ compiler or torch.compile: eager PyTorch (a "
+    "top-k's DDIM loop through numba); slower per batch.",
 )
 def train_head_command(
     train_cache, val_cache, out, val_topk, naive, no_compile, seeds, stack, **settings

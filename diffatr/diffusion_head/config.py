@@ -27,7 +27,7 @@ class HeadConfig:
     logit_scale: float = 100.0  # L_G = CE(logit_scale * x0_hat, positive)
     seed: int = 0  # initialisation, batch order, steps k and noise eps
     fused: bool = True  # train through the factorised denoiser (same math, ~no (B, N, 2D) work)
-    compiled: bool = True  # torch.compile the fused training step (falls back to eager)
+    compiled: bool = True  # the fused step's fast path: C kernels on the CPU, else torch.compile
     device: str = "auto"  # "auto" = CUDA when present, else CPU
 
     def check(self) -> None:
