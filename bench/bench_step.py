@@ -28,9 +28,10 @@ process per step (on one thread, robust to time the other processes take from it
     python bench/bench_step.py --epochs --conditions ""    # train-head's epochs only
     python bench/bench_step.py --against 9f26041 --in-process 10   # CPU time, one process
 
-`--in-process` compares this tree's compiled forward + backward and optimiser step with those
-of the commit's `stacked.py` and `optim.py` (loaded beside them) in one process on one thread,
-alternating, in CPU time of the thread: usable on a loaded machine, where wall times are not.
+`--in-process` compares this tree's forward + backward and optimiser step (the trainer's fast
+path: `CompiledLoss.losses_and_grads`, written out or compiled) with those of the commit's
+`stacked.py` and `optim.py` (loaded beside them) in one process on one thread, alternating, in
+CPU time of the thread: usable on a loaded machine, where wall times are not.
 """
 
 import argparse
@@ -174,9 +175,10 @@ def old_modules(commit: str, tmp: Path):
             ["git", "show", f"{commit}:diffatr/diffusion_head/{name}.py"], check=True,
             capture_output=True, text=True, cwd=ROOT,
         ).stdout  # fmt: skip
-        src = src.replace("from ..", "from diffatr.").replace(
-            "from .", "from diffatr.diffusion_head."
-        )
+        src = src.replace("from .. import", "from diffatr import")
+        src = src.replace("from ..", "from diffatr.")
+        src = src.replace("from . import", "from diffatr.diffusion_head import")
+        src = src.replace("from .", "from diffatr.diffusion_head.")
         src = src.replace('"diffatr::', '"diffatr_against::')
         path = tmp / f"against_{name}.py"
         path.write_text(src)
@@ -188,7 +190,7 @@ def old_modules(commit: str, tmp: Path):
 
 
 def in_process(commit: str, rounds: int, tmp: Path) -> None:
-    """This tree's compiled forward + backward and optimiser step against `commit`'s, in one
+    """This tree's fast forward + backward and optimiser step against `commit`'s, in one
     process on one thread, alternating every 6 steps; CPU time of the thread per step."""
     import torch
 
@@ -212,7 +214,7 @@ def in_process(commit: str, rounds: int, tmp: Path) -> None:
     for name, st, op in (("this tree", stacked, optim), (commit, old_stacked, old_optim)):
         opt = op.FusedAdamWEMA(leaves, [e.clone() for e in ema], cfg.weight_decay, cfg.grad_clip,
                                cfg.ema)  # fmt: skip
-        paths[name] = (torch.compile(st.group_losses, dynamic=False), opt)
+        paths[name] = (st.CompiledLoss(32, True).losses_and_grads, opt)
     times = {(name, part): [] for name in paths for part in ("fwd+bwd", "optimiser")}
     with flush_denormal(), retained_memory():
         for r in range(rounds + 1):  # round 0 compiles and warms up, untimed
@@ -220,7 +222,7 @@ def in_process(commit: str, rounds: int, tmp: Path) -> None:
                 losses, opt = paths[name]
                 for _ in range(6):
                     c0 = time.thread_time()
-                    losses(trainer.pair.params, *args).sum().backward()
+                    losses(trainer.pair.params, *args)  # gradients into the leaves
                     c1 = time.thread_time()
                     opt.step([1e-6])
                     c2 = time.thread_time()
