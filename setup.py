@@ -17,7 +17,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["diffatr", "diffatr.*"]),
     # the search page, served offline; the C source of the re-ranking loop, built on first use
-    package_data={"diffatr.serve": ["static/*"], "diffatr.diffusion_head": ["*.c"]},
+    package_data={"diffatr.serve": ["static/*"], "diffatr.diffusion_head": ["*.c", "*.h"]},
     install_requires=[
         # A range, not a pin: 2.13.0 (the CPU build CI installs) satisfies it.
         "torch>=2.4,<3",

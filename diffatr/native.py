@@ -9,9 +9,10 @@ file (~0.3 s); a later process loads the library in milliseconds, with no import
 dynamo and inductor, tracing the function again to find its cache entry; docs/speed.md), which
 is why the loops that run thousands of small steps have a C kernel instead.
 
-The library's name holds a hash of everything it was built from (the source, the compiler's
-path and `--version`, the flags, the CPU's model and flags), so a cache shared by machines of
-different CPUs or compilers keeps one library each, and a changed source is built again; it is
+The library's name holds a hash of everything it was built from (the source and the headers it
+includes from its own folder, the compiler's path and `--version`, the flags, the CPU's model
+and flags), so a cache shared by machines of different CPUs or compilers keeps one library
+each, and a changed source or header is built again; it is
 written to a temporary name and renamed (two processes building at once both succeed). It is
 loaded only from that folder, and only when the folder and the library are the user's own and
 not writable by every user (else a warning, and the fallback).
@@ -25,6 +26,7 @@ import getpass
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -88,7 +90,7 @@ def _load(source: Path, what: str, openmp: bool) -> ctypes.CDLL | None:
                 stacklevel=3,
             )
         return None
-    text = source.read_bytes()
+    text = _source_text(source)
     errors = []
     tries = [NATIVE_ISA, ()]
     if openmp:
@@ -166,6 +168,15 @@ def _build(cc: str, flags: tuple[str, ...], source: Path, path: Path, what: str)
     took = time.monotonic() - start
     note(f"{what}: compiled in {f'{took:.1f}s' if took < 10 else duration(took)}")
     return None
+
+
+def _source_text(source: Path) -> bytes:
+    """The source and each header it includes from its own folder (`#include "name.h"`), so
+    that a changed header builds the library again."""
+    text = source.read_bytes()
+    for name in re.findall(rb'^#include "([^"]+)"', text, flags=re.MULTILINE):
+        text += b"\0" + (source.parent / name.decode()).read_bytes()
+    return text
 
 
 def _key(text: bytes, cc: str, flags: tuple[str, ...]) -> str:

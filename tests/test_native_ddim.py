@@ -103,6 +103,20 @@ def test_a_changed_source_builds_again_and_the_same_loads(tmp_path, monkeypatch)
     assert len(list((tmp_path / "cache" / "diffatr-native").glob("*.so"))) == 2
 
 
+def test_a_changed_header_builds_again(tmp_path, monkeypatch) -> None:
+    """A header the source includes from its folder is part of the library's key."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(native, "_LOADED", {})
+    source, header = tmp_path / "k.c", tmp_path / "k.h"
+    header.write_text("#define ANSWER 41\n")
+    source.write_text('#include "k.h"\nint answer(void) { return ANSWER; }\n')
+    assert native.load(source, "a test kernel").answer() == 41
+    header.write_text("#define ANSWER 42\n")
+    monkeypatch.setattr(native, "_LOADED", {})  # as a new process
+    assert native.load(source, "a test kernel").answer() == 42
+    assert len(list((tmp_path / "cache" / "diffatr-native").glob("*.so"))) == 2
+
+
 def test_a_build_without_openmp_is_kept_and_not_retried(tmp_path, monkeypatch) -> None:
     """A source the OpenMP build fails on (here by #error; on a machine: no OpenMP library)
     loads its build without OpenMP, silently; a later process loads that one and tries no

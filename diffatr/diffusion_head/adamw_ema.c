@@ -22,30 +22,8 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#if defined(__SSE__)
-#include <xmmintrin.h>
-#endif
 
-#define LANES 16
-
-static unsigned set_flush(int flush) {
-#if defined(__SSE__)
-    unsigned csr = _mm_getcsr();
-    if (flush) _mm_setcsr(csr | 0x8040); /* FTZ | DAZ, as torch.set_flush_denormal(True) */
-    return csr;
-#else
-    (void)flush;
-    return 0;
-#endif
-}
-
-static void put_back(unsigned csr) {
-#if defined(__SSE__)
-    _mm_setcsr(csr);
-#else
-    (void)csr;
-#endif
-}
+#include "native_common.h"
 
 void sum_squares(const float *const *g, const int64_t *bt, const int64_t *bo, const int64_t *bn,
                  int64_t blocks, double *out, int flush, int threads) {

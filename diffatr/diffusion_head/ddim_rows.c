@@ -17,11 +17,8 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
-#if defined(__SSE__)
-#include <xmmintrin.h>
-#endif
 
-#define LANES 16
+#include "native_common.h"
 
 /* a . b over D, in LANES fixed partial sums */
 static float dot(const float *restrict a, const float *restrict b, int64_t D) {
@@ -30,25 +27,6 @@ static float dot(const float *restrict a, const float *restrict b, int64_t D) {
     for (; d + LANES <= D; d += LANES)
         for (int l = 0; l < LANES; l++) acc[l] += a[d + l] * b[d + l];
     for (int l = 0; d < D; d++, l++) acc[l] += a[d] * b[d];
-    float s = 0.0f;
-    for (int l = 0; l < LANES; l++) s += acc[l];
-    return s;
-}
-
-/* sum_w relu(h[w] + g[w]) * w2[w] */
-static float pair_logit(const float *restrict h, const float *restrict g,
-                        const float *restrict w2, int64_t W) {
-    float acc[LANES] = {0};
-    int64_t w = 0;
-    for (; w + LANES <= W; w += LANES)
-        for (int l = 0; l < LANES; l++) {
-            float v = h[w + l] + g[w + l];
-            acc[l] += (v > 0.0f ? v : 0.0f) * w2[w + l];
-        }
-    for (int l = 0; w < W; w++, l++) {
-        float v = h[w] + g[w];
-        acc[l] += (v > 0.0f ? v : 0.0f) * w2[w];
-    }
     float s = 0.0f;
     for (int l = 0; l < LANES; l++) s += acc[l];
     return s;
@@ -66,10 +44,7 @@ int ddim_rows(int64_t r0, int64_t r1, int64_t b, int64_t N, int64_t W, int64_t N
     float *x = malloc(sizeof(float) * (4 * N + W));
     if (!x) return 1;
     float *A = x + N, *x0 = x + 2 * N, *qk = x + 3 * N, *HE = x + 4 * N;
-#if defined(__SSE__)
-    unsigned int csr = _mm_getcsr();
-    if (flush) _mm_setcsr(csr | 0x8040); /* FTZ | DAZ, as torch.set_flush_denormal(True) */
-#endif
+    unsigned csr = set_flush(flush);
     for (int64_t r = r0; r < r1; r++) {
         const int64_t *row = idx + r * N;
         for (int64_t j = 0; j < N; j++) qk[j] = dot(QC + r * D, KC + row[j] * D, D);
@@ -98,9 +73,7 @@ int ddim_rows(int64_t r0, int64_t r1, int64_t b, int64_t N, int64_t W, int64_t N
         }
         for (int64_t j = 0; j < N; j++) out[r * N + j] = x0[j];
     }
-#if defined(__SSE__)
-    _mm_setcsr(csr);
-#endif
+    put_back(csr);
     free(x);
     return 0;
 }

@@ -17,48 +17,8 @@
    (native.py); without, one thread. flush: treat float32 denormals as zero (the caller's torch
    setting); each thread's MXCSR is put back. */
 #include <stdint.h>
-#if defined(__SSE__)
-#include <xmmintrin.h>
-#endif
 
-#define LANES 16
-
-static unsigned set_flush(int flush) {
-#if defined(__SSE__)
-    unsigned csr = _mm_getcsr();
-    if (flush) _mm_setcsr(csr | 0x8040); /* FTZ | DAZ, as torch.set_flush_denormal(True) */
-    return csr;
-#else
-    (void)flush;
-    return 0;
-#endif
-}
-
-static void put_back(unsigned csr) {
-#if defined(__SSE__)
-    _mm_setcsr(csr);
-#else
-    (void)csr;
-#endif
-}
-
-static float dot_relu(const float *restrict h, const float *restrict c, const float *restrict w2,
-                      int64_t W) {
-    float acc[LANES] = {0};
-    int64_t w = 0;
-    for (; w + LANES <= W; w += LANES)
-        for (int l = 0; l < LANES; l++) {
-            float z = h[w + l] + c[w + l];
-            acc[l] += (z > 0.0f ? z : 0.0f) * w2[w + l];
-        }
-    for (int l = 0; w < W; w++, l++) {
-        float z = h[w] + c[w];
-        acc[l] += (z > 0.0f ? z : 0.0f) * w2[w];
-    }
-    float s = 0.0f;
-    for (int l = 0; l < LANES; l++) s += acc[l];
-    return s;
-}
+#include "native_common.h"
 
 /* One pair's share of a query row's sums: d += [z > 0] g_j, p += relu(z) g_j (as m z: the
    form gcc vectorises; the same value, up to the sign of a zero term). */
@@ -81,7 +41,7 @@ void pair_logits(int64_t G, int64_t B, int64_t N, int64_t W, const float *HE, co
         for (int64_t r = 0; r < G * B; r++) {
             const int64_t g = r / B;
             const float *h = HE + r * W, *c = GC + g * N * W, *w = w2 + g * W;
-            for (int64_t j = 0; j < N; j++) out[r * N + j] = dot_relu(h, c + j * W, w, W);
+            for (int64_t j = 0; j < N; j++) out[r * N + j] = pair_logit(h, c + j * W, w, W);
         }
         put_back(csr);
     }
