@@ -118,19 +118,25 @@ def test_compiled_loss_takes_it_on_the_cpu_and_not_for_views() -> None:
 
 
 def test_training_on_the_cpu_imports_no_compiler(tmp_path) -> None:
-    """A few fast steps of a head: written out and in C, so dynamo is never imported (its
-    import alone costs seconds; compiling the step, tens of seconds on a fresh machine)."""
+    """`train_head` (steps, validation, checkpoint): written out and in C, so neither dynamo nor
+    inductor is imported (their import alone costs seconds; compiling the step, tens of
+    seconds on a fresh machine)."""
     script = (
-        "import sys, torch\n"
-        "from diffatr.diffusion_head.config import HeadConfig\n"
-        "from diffatr.diffusion_head.trainer import HeadTrainer\n"
-        "tr = HeadTrainer(16, HeadConfig(K=10, batch_size=4), 3)\n"
-        "g = torch.Generator().manual_seed(0)\n"
-        "for _ in range(3): tr.step(torch.randn(4, 16), torch.randn(4, 16), g)\n"
-        "print('dynamo' if 'torch._dynamo' in sys.modules else 'no dynamo')\n"
+        "import sys\n"
+        "from diffatr.cache import SyntheticConfig, make_synthetic\n"
+        "from diffatr.diffusion_head.config import HeadConfig, RerankConfig\n"
+        "from diffatr.diffusion_head.train import train_head\n"
+        "tr, va = sys.argv[1] + '/tr.h5', sys.argv[1] + '/va.h5'\n"
+        "make_synthetic(tr, SyntheticConfig(n_clips=24, dim=16, seed=1), split='train')\n"
+        "make_synthetic(va, SyntheticConfig(n_clips=8, dim=16, seed=2), split='val')\n"
+        "cfg = HeadConfig(K=10, batch_size=8, epochs=1)\n"
+        "train_head(tr, va, sys.argv[1] + '/h.pt', cfg, RerankConfig(topk=4), progress=False,\n"
+        "           echo=lambda s: None)\n"
+        "print(sorted(m for m in ('torch._dynamo', 'torch._inductor') if m in sys.modules))\n"
     )
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "c"), "HF_HUB_OFFLINE": "1"}
     out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
-    )
-    assert out.stdout.strip().splitlines()[-1] == "no dynamo", out.stderr
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr

@@ -26,6 +26,7 @@ from ..evaluate import CosineScores, paper_protocol
 from ..history import timeless, write_history
 from ..progress import Progress, warn
 from ..threads import tick, training_threads
+from .adam import FusedAdam, step_lr
 from .checkpoint import Projection, save_projection
 from .config import ContrastiveConfig
 from .heads import ProjectionHeads
@@ -78,7 +79,7 @@ def epoch_batches(rows: torch.Tensor, batch_size: int, g: torch.Generator) -> to
 
 def run_epoch(
     heads: ProjectionHeads,
-    opt: torch.optim.Optimizer,
+    opt: FusedAdam,
     batches: torch.Tensor,
     text: torch.Tensor,
     audio: torch.Tensor,
@@ -97,7 +98,7 @@ def run_epoch(
         clips = clip_of[rows]  # (B,)
         t, a = heads(text[rows], audio[clips])  # (B, J) each
         loss = nt_xent(t, a, cfg.tau, clips if cfg.exclude_siblings else None)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
@@ -155,18 +156,16 @@ def _train_contrastive(train_path, val_path, out, cfg, progress, echo) -> Projec
         heads = ProjectionHeads(da, dt, cfg.joint_dim).to(device)
     # fused: one kernel over all parameters; measured 12.7 ms per AudioCaps-shaped batch
     # against 21.5 ms for the default per-tensor Adam (one core), with torch's Adam math
-    opt = torch.optim.Adam(heads.parameters(), lr=cfg.lr, fused=True)
-    sched = torch.optim.lr_scheduler.StepLR(opt, cfg.lr_step, cfg.lr_gamma)
+    opt = FusedAdam(heads.parameters(), lr=cfg.lr)
     g = torch.Generator().manual_seed(cfg.seed)
     meta = {"train_cache": str(train_path), "val_cache": str(val_path), "encoders": encoders}
     history, best, best_score, best_epoch = [], None, -math.inf, 0
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        lr = sched.get_last_lr()[0]
+        lr = opt.lr = step_lr(cfg.lr, epoch, cfg.lr_step, cfg.lr_gamma)
         batches = epoch_batches(rows, cfg.batch_size, g).to(device)
         desc = f"epoch {epoch}/{cfg.epochs}"
         loss = run_epoch(heads, opt, batches, text, audio, clip_of, cfg, desc, progress)
-        sched.step()
         t1 = time.perf_counter()
         metrics = validate(heads, val, device)
         row = {"epoch": epoch, "loss": loss, "lr": lr, "train_seconds": t1 - t0}

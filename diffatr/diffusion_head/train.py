@@ -27,6 +27,7 @@ from ..history import timeless, write_history
 from ..malloc import retained_memory
 from ..progress import Progress, warn
 from ..threads import tick, training_threads
+from . import native_loss, native_optim
 from .batches import clip_unique_batches
 from .checkpoint import Head, save_head
 from .config import HeadConfig, RerankConfig
@@ -129,8 +130,16 @@ def train_heads(
             echo(f"seed {job.cfg.seed}:")
             heads += train_heads([job], progress, echo)
         return heads
-    with flush_denormal(), training_threads(), compile_settings(cfg.compiled):
+    compiles = cfg.compiled and not native_step(resolve_device(cfg.device))
+    with flush_denormal(), training_threads(), compile_settings(compiles):
         return _train(jobs, progress, echo)
+
+
+def native_step(device: torch.device) -> bool:
+    """Whether the fast training step runs without torch.compile: on the CPU, its C kernels
+    built (native_loss.py, native_optim.py). Then inductor's settings are not needed, and
+    neither is importing it (~2-4 s of dynamo and inductor)."""
+    return device.type == "cpu" and None not in (native_loss.library(), native_optim.library())
 
 
 def _check_jobs(jobs: list[HeadJob]) -> HeadConfig:
