@@ -23,6 +23,13 @@ with the issue-24 goals:
     first use   <= 1.5 x warm
     no-compile  <= 2 x warm
 
+`--ablate` adds `diffatr ablate strategy` over the same test cache (one seed, a head trained one
+epoch on a small synthetic training split, no baselines), once in an empty compile cache, then
+`--runs` times warm and `--runs` times with `--no-compile`, each into a new folder; from each
+run's `done.json` it takes the seconds of the evaluation runs themselves (Gen: loading the head
+and the DDIM re-ranking; Dis: cosine), in the ablation's process, and prints the goals per run:
+Gen <= kernels + Dis + 1 s, first use <= 1.5x warm, `--no-compile` <= 2x warm.
+
 `--competing` runs everything again beside one competing 2-thread process (bench_contention.py's
 matrix products) and prints both. `--demo` adds `diffatr demo` (quiet and, with --competing,
 beside the competitor): once in an empty compile cache (first use), then `--runs` times
@@ -127,6 +134,7 @@ def stats(times: list[float]) -> str:
 
 
 def make_inputs(folder: Path, clips: int) -> None:
+    """te.h5 and head.pt; tr.h5 (800 clips) and va.h5 (100) for `--ablate`."""
     code = (
         "import sys; sys.path.insert(0, 'bench')\n"
         "from bench_head import random_head\n"
@@ -134,13 +142,32 @@ def make_inputs(folder: Path, clips: int) -> None:
         "from diffatr.diffusion_head.checkpoint import save_head\n"
         f"make_synthetic({str(folder / 'te.h5')!r}, SyntheticConfig(n_clips={clips}, seed=1), "
         "split='test')\n"
+        f"make_synthetic({str(folder / 'tr.h5')!r}, SyntheticConfig(n_clips=800, seed=2), "
+        "split='train')\n"
+        f"make_synthetic({str(folder / 'va.h5')!r}, SyntheticConfig(n_clips=100, seed=3), "
+        "split='val')\n"
         f"save_head({str(folder / 'head.pt')!r}, random_head(512))\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(None), check=True)
 
 
+def ablate_runs(folder: Path, cache: Path, extra: list[str]) -> tuple[float, float]:
+    """One `diffatr ablate strategy` into a new folder: its Gen and Dis evaluation runs' own
+    seconds (their done.json)."""
+    out = Path(tempfile.mkdtemp(dir=folder, prefix="ablate-"))
+    data = "ac=" + ",".join(str(folder / f) for f in ("tr.h5", "va.h5", "te.h5"))
+    cmd = ["-m", "diffatr.cli", "ablate", "strategy", "--data", data, "--seeds", "0"]
+    timed([*cmd, "--epochs", "1", "--no-baselines", "--out", str(out), *extra], folder, cache)
+
+    def seconds(prefix: str) -> float:
+        (done,) = (out / "runs").glob(f"{prefix}*/done.json")
+        return json.loads(done.read_text())["seconds"]
+
+    return seconds("eval-diffatr-gen-"), seconds("eval-cosine-")
+
+
 def measure(
-    folder: Path, runs: int, cold_runs: int, demo: bool, blocks: str
+    folder: Path, runs: int, cold_runs: int, demo: bool, blocks: str, ablate: bool = False
 ) -> dict[str, list[float]]:
     """Every command and the kernels, once each condition; {name: wall seconds per run}."""
     cli = ["-m", "diffatr.cli"]
@@ -181,6 +208,15 @@ def measure(
     r["kernels, compiled (steady state)"] = kernels.pop(first)
     r["kernels, --no-compile (steady state)"] = kernels.pop("no-compile")
     r.update({f"kernels, {name}": times for name, times in kernels.items()})
+    if ablate:  # per run, inside the ablation's process: Gen's and Dis's own seconds
+        cache = Path(tempfile.mkdtemp(dir=folder, prefix="inductor-ablate-"))
+        first = [ablate_runs(folder, cache, [])]
+        warm = [ablate_runs(folder, cache, []) for _ in range(runs)]
+        eager = [ablate_runs(folder, cache, ["--no-compile"]) for _ in range(runs)]
+        r["ablate, Gen run, first use"] = [g for g, _ in first]
+        r["ablate, Gen run, warm"] = [g for g, _ in warm]
+        r["ablate, Dis run, warm"] = [d for _, d in warm]
+        r["ablate, Gen run, --no-compile"] = [g for g, _ in eager]
     if demo:  # first use in an empty compile cache, then warm from what it compiled
         demo_cache = Path(tempfile.mkdtemp(dir=folder, prefix="inductor-demo-"))
 
@@ -210,6 +246,13 @@ def report(r: dict[str, list[float]]) -> None:
         f"first use {cold / warm:.2f}x warm (<= 1.5); "
         f"--no-compile {med['evaluate --head --no-compile'] / warm:.2f}x warm (<= 2)"
     )
+    if "ablate, Gen run, warm" in med:
+        gen = med["ablate, Gen run, warm"]
+        bound = med["kernels, compiled (steady state)"] + med["ablate, Dis run, warm"] + 1.0
+        print(f"  ablate per run (medians): Gen {gen:.1f} s vs kernels + Dis + 1 s = "
+              f"{bound:.1f} s; first use {med['ablate, Gen run, first use'] / gen:.2f}x warm "
+              f"(<= 1.5); --no-compile {med['ablate, Gen run, --no-compile'] / gen:.2f}x warm "
+              "(<= 2)")  # fmt: skip
     if "demo, warm" in med:
         print(f"  demo (medians): warm {med['demo, warm']:.1f} s (<= 60 s quiet), first use "
               f"{med['demo, first use']:.1f} s, fresh machine "
@@ -224,6 +267,9 @@ def main() -> None:
     parser.add_argument("--competing", action="store_true", help="also beside a competitor")
     parser.add_argument("--demo", action="store_true", help="also time `diffatr demo`")
     parser.add_argument(
+        "--ablate", action="store_true", help="also time `diffatr ablate`'s evaluation runs"
+    )
+    parser.add_argument(
         "--query-blocks",
         default="256",
         help="query_block of the kernels, comma-separated (the first is the goals'; default: "
@@ -236,13 +282,19 @@ def main() -> None:
         make_inputs(folder, args.clips)
         print(f"cache: {args.clips} clips x 5 captions x 512-d; top-32, K = 50, both directions")
         print("quiet:")
-        report(measure(folder, args.runs, args.cold_runs, args.demo, args.query_blocks))
+        report(
+            measure(folder, args.runs, args.cold_runs, args.demo, args.query_blocks, args.ablate)
+        )
         if args.competing:
             rival = subprocess.Popen([sys.executable, "-c", COMPETITOR])
             try:
                 time.sleep(2)  # let it start its threads
                 print("beside one competing 2-thread process:")
-                report(measure(folder, args.runs, args.cold_runs, args.demo, args.query_blocks))
+                report(
+                    measure(
+                        folder, args.runs, args.cold_runs, args.demo, args.query_blocks, args.ablate
+                    )
+                )
             finally:
                 rival.kill()
                 rival.wait()
