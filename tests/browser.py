@@ -11,11 +11,12 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -107,14 +108,16 @@ def open_page(url: str, width: int = 1400, height: int = 1000):
     import websocket  # websocket-client, a test requirement
 
     browser = find_browser()
-    with tempfile.TemporaryDirectory() as profile:
+    with _profile() as profile:
         args = [
             browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
             "--no-default-browser-check", "--disable-extensions", "--mute-audio",
             "--remote-debugging-port=0", "--remote-allow-origins=*",
             f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank",
         ]  # fmt: skip
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(  # its own process group: every helper it starts ends with it
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         try:
             port_file = Path(profile) / "DevToolsActivePort"
             deadline = time.monotonic() + 60
@@ -141,9 +144,36 @@ def open_page(url: str, width: int = 1400, height: int = 1000):
             finally:
                 ws.close()
         finally:
-            proc.terminate()
+            _end_group(proc)
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    """Stop the browser and every process of its group (renderers, crash handler, ...): they
+    can outlive the main process and still write into the profile being removed."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break  # the whole group is gone
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+
+
+@contextmanager
+def _profile():
+    """A temporary browser profile folder, removed afterwards (again while something that was
+    still closing adds a file: `Directory not empty` failed a CI run once)."""
+    path = tempfile.mkdtemp(prefix="diffatr-browser-")
+    try:
+        yield path
+    finally:
+        for attempt in range(20):
             try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                shutil.rmtree(path)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.1)
