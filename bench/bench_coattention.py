@@ -188,10 +188,14 @@ def child_rerank(args) -> dict:
 
 
 def shell(cmd: list[str]) -> float:
-    """Wall seconds of one command from the shell (a fresh process: imports included)."""
+    """Wall seconds of one command from the shell (a fresh process: imports included); each
+    run is reported on stderr as it ends (a run at full scale takes ~1.5 min)."""
     t = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return time.perf_counter() - t
+    seconds = time.perf_counter() - t
+    print(f"    ran `{' '.join(Path(c).name for c in cmd)}`: {seconds:.1f} s", file=sys.stderr,
+          flush=True)  # fmt: skip
+    return seconds
 
 
 def spread(times: list[float]) -> str:
@@ -209,6 +213,7 @@ def commands(test: Path, tmp: Path, args) -> None:
     cosine = [shell(["diffatr", "evaluate", str(test)]) for _ in range(args.commands)]
     rerank_cmd = ["diffatr", "evaluate", str(test), "--head", str(checkpoint)]
     warm = [shell(rerank_cmd) for _ in range(args.commands)]
+    print("    the re-ranking in steady state (child processes) ...", file=sys.stderr, flush=True)
     kernels = [in_child("rerank", test, args) for _ in range(args.commands)]
     steady = [r["prepare_s"] + r["rank_s"] for r in kernels]
     med = {k: sorted(v)[len(v) // 2] for k, v in (("c", cosine), ("w", warm), ("s", steady))}
