@@ -85,6 +85,27 @@ def test_native_rows_are_the_same_bytes_for_any_thread_count(compiled) -> None:
     assert all(torch.equal(outs[0], o) for o in outs[1:])
 
 
+@pytest.mark.parametrize(("D", "N", "eta"), [(20, 7, 0.8), (32, 16, 0.0)])
+def test_the_numba_loop_is_the_c_loop_byte_for_byte(D, N, eta) -> None:
+    """ddim_rows_numba.py sums across candidates (to vectorise) in the C loop's LANES partial
+    sums and order: the same bytes, at widths 2D that are (64) and are not (40) multiples of
+    LANES, with and without noise."""
+    if native_ddim.library() is None:
+        pytest.skip("no C compiler builds the C loop here")
+    K = 10
+    m, gallery, query, idx, g = setup(11, D=D, Ng=60, B=9, N=N)
+    x_T = torch.randn(len(query), N, generator=g)
+    noise = torch.randn(4, *x_T.shape, generator=g)
+    outs = {}
+    for loop in ("c", "numba"):
+        gd = GalleryDenoiser(m, gallery, n_steps=K, compiled=loop == "c")
+        assert gd.native(x_T) == loop
+        with torch.no_grad():
+            outs[loop] = gd.sample(query, idx, x_T, cosine_betas(K), 4, eta, noise)
+    assert (outs["c"].abs() < 0.99).float().mean() > 0.5  # not a clamped, trivial answer
+    assert torch.equal(outs["c"], outs["numba"])
+
+
 def test_a_changed_source_builds_again_and_the_same_loads(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(native, "_LOADED", {})
