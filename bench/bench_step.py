@@ -17,13 +17,16 @@ two threads, and the package's default thread policy quiet and then beside a com
 (2 threads of 512 x 512 matrix products without pause, as bench_contention.py). `--against
 COMMIT` also runs that commit's diffatr (from `git archive`), alternating with this tree's in
 every round. The first steps (compiling, or loading inductor's cached code) are timed apart.
+Beside the competitor the scheduler's time slices (~100 ms) alternate steps between ~1x and ~2x
+the one-thread time, so a window of 40 steps gave 2.2-3.1x of quiet where 150 steps gave
+1.9-2.2x (2026-12-08): the default is 150 steps.
 Reported: wall ms per step (median / mean), the floor, their ratio, and the median CPU ms of the
 process per step (on one thread, robust to time the other processes take from it).
 `--epochs` times `diffatr train-head` from the shell on 8,000 synthetic pairs: its epoch 1
 (compiling) against epoch 2 (steady state), as the command prints them.
 
     python bench/bench_step.py                         # this tree, 1 and 2 threads, contended
-    python bench/bench_step.py --against 9f26041 --rounds 2 --steps 60
+    python bench/bench_step.py --against 9f26041 --rounds 2
     python bench/bench_step.py --epochs                # also train-head's epoch 1 vs epoch 2
     python bench/bench_step.py --epochs --conditions ""    # train-head's epochs only
     python bench/bench_step.py --against 9f26041 --in-process 10   # CPU time, one process
@@ -256,7 +259,12 @@ def epochs(tmp: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60, help="timed steps per condition")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=150,
+        help="timed steps per condition (and beside the competitor)",
+    )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--conditions", default=",".join(CONDITIONS))
     parser.add_argument("--against", default=None, help="a git commit: also time its diffatr")
