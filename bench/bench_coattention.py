@@ -23,16 +23,17 @@ h5py in chunks, never whole, not from a cold disk.
 `--commands N` writes the evaluation split only and times, from the shell, `diffatr evaluate
 test.h5` (cosine) and `diffatr evaluate test.h5 --head co.pt` (a co-attention checkpoint of the
 random weights), N runs each (min / median / max), beside the same re-ranking in steady state in
-a child process (prepare + rank), the three interleaved run by run, against issue 24's goal for
-the command: warm <= the re-ranking's steady state + the cosine-only command + 1 s, on the
-medians and on each run's pair (the command's time minus its neighbouring re-ranking's: on a
-shared host a 45-s run moves by +-20% with the neighbours, 35-59 s in one run of 5, and pairs
-cancel the slow drifts). The head has no torch.compile, so there is no cold compile cache or
-`--no-compile` variant to time.
+a child process (prepare + rank), interleaved run by run (which of the two goes first in turns),
+against issue 24's goal for the command: warm <= the re-ranking's steady state + the
+cosine-only command + 1 s, on the medians and on each run's pair (the command's time minus its
+neighbouring re-ranking's: on a shared host a 45-s run moves by +-20% with the neighbours,
+35-59 s in one run of 5, and pairs cancel the slow drifts). The head has no torch.compile, so
+there is no cold compile cache or `--no-compile` variant to time.
 """
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -174,31 +175,36 @@ def child_rerank(args) -> dict:
     model = CoAttentionHead(2048, 768, cfg).eval()
     data = load_tensors(args.cache)
     with flush_denormal(), Cache(args.cache) as cache:
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         scores = CoAttentionScores(data.text, data.audio, model, cfg.tau, cache, CoRerankConfig())
         prepare = time.perf_counter() - t
         t = time.perf_counter()
         metrics = paper_protocol(scores, data.audio_index)
         rank = time.perf_counter() - t
+        cpu = time.process_time() - cpu
     states_mb = sum(s.packed.numel() * 4 for s in scores.states.values()) / 2**20
     return {
         "prepare_s": prepare,
         "rank_s": rank,
+        "cpu_s": cpu,
         "states_mb": states_mb,
         "peak_rss_mb": peak_rss_mb(),
         "t2a_R@1": metrics["t2a_R@1"],
     }
 
 
-def shell(cmd: list[str]) -> float:
-    """Wall seconds of one command from the shell (a fresh process: imports included); each
-    run is reported on stderr as it ends (a run at full scale takes ~1.5 min)."""
-    t = time.perf_counter()
+def shell(cmd: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds (all threads) of one command from the shell (a fresh process:
+    imports included); each run is reported on stderr as it ends (a full-scale run ~1 min)."""
+    t, before = time.perf_counter(), os.times()
     subprocess.run(cmd, check=True, capture_output=True, text=True)
-    seconds = time.perf_counter() - t
-    print(f"    ran `{' '.join(Path(c).name for c in cmd)}`: {seconds:.1f} s", file=sys.stderr,
-          flush=True)  # fmt: skip
-    return seconds
+    seconds, after = time.perf_counter() - t, os.times()
+    cpu = (
+        after.children_user + after.children_system - before.children_user - before.children_system
+    )
+    print(f"    ran `{' '.join(Path(c).name for c in cmd)}`: {seconds:.1f} s (CPU {cpu:.1f} s)",
+          file=sys.stderr, flush=True)  # fmt: skip
+    return seconds, cpu
 
 
 def spread(times: list[float]) -> str:
@@ -214,14 +220,22 @@ def commands(test: Path, tmp: Path, args) -> None:
     checkpoint = tmp / f"co-{args.variant}.pt"
     save_coattention(checkpoint, head)
     rerank_cmd = ["diffatr", "evaluate", str(test), "--head", str(checkpoint)]
-    cosine, warm, steady = [], [], []
-    for _ in range(args.commands):  # interleaved: a neighbour's load falls on all three alike
-        cosine.append(shell(["diffatr", "evaluate", str(test)]))
-        warm.append(shell(rerank_cmd))
-        r = in_child("rerank", test, args)
-        steady.append(r["prepare_s"] + r["rank_s"])
-        print(f"    the re-ranking in steady state (a child process): {steady[-1]:.1f} s",
-              file=sys.stderr, flush=True)  # fmt: skip
+    cosine, warm, steady, cpu = [], [], [], {"cosine": [], "command": [], "child": []}
+    for i in range(args.commands):  # interleaved, in turns: neighbours' load falls on both alike
+        wall, c = shell(["diffatr", "evaluate", str(test)])
+        cosine.append(wall)
+        cpu["cosine"].append(c)
+        for part in ("command", "child") if i % 2 == 0 else ("child", "command"):
+            if part == "command":
+                wall, c = shell(rerank_cmd)
+                warm.append(wall)
+                cpu["command"].append(c)
+                continue
+            r = in_child("rerank", test, args)
+            steady.append(r["prepare_s"] + r["rank_s"])
+            cpu["child"].append(r["cpu_s"])
+            print(f"    the re-ranking in steady state (a child process): {steady[-1]:.1f} s "
+                  f"(CPU {r['cpu_s']:.1f} s)", file=sys.stderr, flush=True)  # fmt: skip
     med = {k: sorted(v)[len(v) // 2] for k, v in (("c", cosine), ("w", warm), ("s", steady))}
     bound = med["s"] + med["c"] + 1
     name = args.variant if args.variant == "single" else f"{args.variant} L={args.layers}"
@@ -235,6 +249,10 @@ def commands(test: Path, tmp: Path, args) -> None:
         f"{name}: the same, run by run (median of command - re-ranking): {extra:+.1f} s vs "
         f"cosine + 1 s = {med['c'] + 1:.1f} s: {'met' if extra <= med['c'] + 1 else 'not met'}"
     )
+    c = {k: sorted(v)[len(v) // 2] for k, v in cpu.items()}
+    print(f"{name}: CPU seconds (medians, all threads; steadier than wall on a shared host): "
+          f"command {c['command']:.1f} s, re-ranking {c['child']:.1f} s, cosine command "
+          f"{c['cosine']:.1f} s")  # fmt: skip
 
 
 def in_child(part: str, cache: Path, args) -> dict:
