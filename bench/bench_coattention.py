@@ -250,7 +250,7 @@ def commands(test: Path, tmp: Path, args) -> None:
         f"cosine + 1 s = {med['c'] + 1:.1f} s: {'met' if extra <= med['c'] + 1 else 'not met'}"
     )
     c = {k: sorted(v)[len(v) // 2] for k, v in cpu.items()}
-    print(f"{name}: CPU seconds (medians, all threads; steadier than wall on a shared host): "
+    print(f"{name}: CPU seconds (medians, all threads): "
           f"command {c['command']:.1f} s, re-ranking {c['child']:.1f} s, cosine command "
           f"{c['cosine']:.1f} s")  # fmt: skip
 

@@ -12,7 +12,8 @@ acc[lane, j] += term(w, j) with j innermost. numba leaves LLVM's SLP vectoriser 
 loop's shape (16 scalar lanes per pair) stays scalar here (3x the C loop, measured); the loop
 over j is a plain elementwise loop that LLVM's loop vectoriser takes, with no reassociation.
 For that a row's GC rows are gathered once, transposed (GT: 2D x k, 128 KB at k = 32, D = 512),
-and read at every step. Measured 1.2x the C loop (bench/bench_commands.py --ablate; docs/speed.md).
+and read at every step. Measured 1.2-1.4x the C loop (from 3x; bench/bench_commands.py,
+docs/speed.md).
 """
 
 import numpy as np
