@@ -38,7 +38,7 @@ lives there and not in TORCHINDUCTOR_CACHE_DIR, is built again, as after an inst
 average is printed at the start and the end.
 
     python bench/bench_commands.py                     # ~4 min on a quiet 2-core machine
-    python bench/bench_commands.py --competing --demo  # everything issue 24 asks, ~15 min
+    python bench/bench_commands.py --competing --demo --ablate  # issue 24 but the step, ~15 min
     python bench/bench_commands.py --clips 300 --runs 1   # a quick look
     python bench/bench_commands.py --query-blocks 256,64,1024   # kernels per block size too
 """

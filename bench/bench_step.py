@@ -18,7 +18,7 @@ two threads, and the package's default thread policy quiet and then beside a com
 COMMIT` also runs that commit's diffatr (from `git archive`), alternating with this tree's in
 every round. The first steps (compiling, or loading inductor's cached code) are timed apart.
 Beside the competitor the scheduler's time slices (~100 ms) alternate steps between ~1x and ~2x
-the one-thread time, so a window of 40 steps gave 2.2-3.1x of quiet where 150 steps gave
+the one-thread time, so a window of 40 steps gave 2.6-3.1x of quiet where 150 steps gave
 1.9-2.2x (2026-12-08): the default is 150 steps.
 Reported: wall ms per step (median / mean), the floor, their ratio, and the median CPU ms of the
 process per step (on one thread, robust to time the other processes take from it).

@@ -21,6 +21,7 @@ No C compiler (or `CC` naming none), or a build that fails: `load` returns None 
 uses its torch code; a failed build says why once, in a warning.
 """
 
+import contextlib
 import ctypes
 import getpass
 import hashlib
@@ -172,10 +173,12 @@ def _build(cc: str, flags: tuple[str, ...], source: Path, path: Path, what: str)
 
 def _source_text(source: Path) -> bytes:
     """The source and each header it includes from its own folder (`#include "name.h"`), so
-    that a changed header builds the library again."""
+    that a changed header builds the library again. A missing header is left out: the build
+    then fails with the compiler's message and the fallback runs, as for any failed build."""
     text = source.read_bytes()
     for name in re.findall(rb'^#include "([^"]+)"', text, flags=re.MULTILINE):
-        text += b"\0" + (source.parent / name.decode()).read_bytes()
+        with contextlib.suppress(OSError):
+            text += b"\0" + (source.parent / name.decode()).read_bytes()
     return text
 
 

@@ -138,6 +138,16 @@ def test_a_changed_header_builds_again(tmp_path, monkeypatch) -> None:
     assert len(list((tmp_path / "cache" / "diffatr-native").glob("*.so"))) == 2
 
 
+def test_a_missing_header_is_a_failed_build_not_a_crash(tmp_path, monkeypatch) -> None:
+    """A source whose header is absent (an install that left it out) warns and falls back."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(native, "_LOADED", {})
+    source = tmp_path / "k.c"
+    source.write_text('#include "gone.h"\nint answer(void) { return ANSWER; }\n')
+    with pytest.warns(UserWarning, match="could not build a test kernel from k.c"):
+        assert native.load(source, "a test kernel") is None
+
+
 def test_a_build_without_openmp_is_kept_and_not_retried(tmp_path, monkeypatch) -> None:
     """A source the OpenMP build fails on (here by #error; on a machine: no OpenMP library)
     loads its build without OpenMP, silently; a later process loads that one and tries no
