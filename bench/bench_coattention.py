@@ -182,7 +182,9 @@ def child_rerank(args) -> dict:
         metrics = paper_protocol(scores, data.audio_index)
         rank = time.perf_counter() - t
         cpu = time.process_time() - cpu
-    states_mb = sum(s.packed.numel() * 4 for s in scores.states.values()) / 2**20
+    states_mb = (
+        sum(t.numel() * 4 for s in scores.states.values() for t in (s.x, s.q, s.k, s.v)) / 2**20
+    )
     return {
         "prepare_s": prepare,
         "rank_s": rank,

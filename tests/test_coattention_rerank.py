@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from diffatr.cache import Cache, SequenceSyntheticConfig, load_tensors, make_synthetic_sequences
-from diffatr.coattention import CoAttentionConfig, CoAttentionHead, CoAttentionScores
+from diffatr.coattention import CoAttentionConfig, CoAttentionHead, CoAttentionScores, packed
 from diffatr.coattention.config import CoRerankConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -87,3 +87,28 @@ def test_the_cache_is_read_chunk_by_chunk_once(split, monkeypatch) -> None:
     assert max(n for _, n in reads) <= 5
     assert sum(n for side, n in reads if side == "audio") == s.n_audio
     assert sum(n for side, n in reads if side == "text") == s.n_text
+
+
+@pytest.mark.parametrize("k", [4, None])
+def test_a2t_scores_only_the_pairs_t2a_did_not(split, k, monkeypatch) -> None:
+    computed = []
+    original = packed.pair_scores
+
+    def spy(head, text, audio, text_rows, audio_rows):
+        computed.append(set(zip(text_rows.tolist(), audio_rows.tolist(), strict=True)))
+        return original(head, text, audio, text_rows, audio_rows)
+
+    fresh = scores(split, topk=k)
+    fresh = fresh.a2t(0, fresh.n_audio)  # a2t alone: every pair computed
+    monkeypatch.setattr(packed, "pair_scores", spy)
+    s = scores(split, topk=k)
+    s.t2a(0, s.n_text)
+    t2a_pairs = set().union(*computed)
+    computed.clear()
+    got = s.a2t(0, s.n_audio)
+    _, data, _, _ = split
+    S = F.normalize(data.text, dim=1) @ F.normalize(data.audio, dim=1).T  # (Nt, Na)
+    a2t_pairs = {(int(t), a) for a in range(s.n_audio) for t in S[:, a].topk(k or s.n_text).indices}
+    assert set().union(*computed) == a2t_pairs - t2a_pairs
+    assert k is not None or not computed  # every pair is t2a's when all are re-ranked
+    torch.testing.assert_close(got, fresh, rtol=0, atol=1e-6)

@@ -2,7 +2,10 @@
 
 Reads: the frames and tokens of one cache (chunk by chunk, once) and a `CoAttentionHead`.
 Writes nothing. The top-k, the blocks and the combination are `TopKScores`'s (method.md,
-"Inference: re-ranking and fusion"); this module supplies the head's scores of the top-k pairs.
+"Inference: re-ranking and fusion"); this module supplies the head's scores of the top-k pairs,
+computed over real positions only (packed.py), each pair once: a2t's top-k pairs are mostly
+t2a's too (all of them on bench_coattention's split, and with --topk all), and a pair's score
+does not depend on the pairs it is batched with, so the second direction looks them up.
 
     S     cosine rows of a block of queries, (b, Nc);  top (b, k) their top-k candidates
     s     the head's pair scores of those candidates, (b, k), cosines in [-1, 1]
@@ -19,38 +22,17 @@ Evaluation splits are small and a training split is never re-ranked; every query
 so every item's state is needed, and computing it once saves the per-item work of every pair.
 """
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from ..cache import Cache
 from ..device import flush_denormal
 from ..evaluate import CosineScores, TopKScores
+from . import packed
 from .config import CoRerankConfig
-from .model import CoAttentionHead, ItemState
+from .model import CoAttentionHead
+from .packed import RaggedStates
 from .sequences import pad, read_rows
-
-
-@dataclass
-class RaggedStates:
-    """Per-item states of one side, ragged: `packed` (sum n_i, 4d) = [x | q | k | v]."""
-
-    packed: torch.Tensor  # (sum n_i, 4 d)
-    offsets: torch.Tensor  # (N + 1,) int64
-    heads: int
-
-    def gather(self, rows: torch.Tensor) -> ItemState:
-        """The ItemState of items `rows` (r,), padded to their longest."""
-        starts, lengths = self.offsets[rows], self.offsets[rows + 1] - self.offsets[rows]
-        n = int(lengths.max())
-        pos = torch.arange(n, device=rows.device)
-        mask = pos[None, :] < lengths[:, None]  # (r, n)
-        index = torch.where(mask, starts[:, None] + pos[None, :], 0)  # padded rows read row 0
-        x = self.packed[index].masked_fill(~mask[..., None], 0.0)  # (r, n, 4 d)
-        d = x.shape[-1] // 4
-        split = [p.reshape(len(rows), n, self.heads, -1).transpose(1, 2) for p in x.split(d, -1)]
-        return ItemState(x[..., :d], mask, split[1], split[2], split[3])
 
 
 @torch.no_grad()
@@ -60,26 +42,14 @@ def encode_side(
     """Every clip's (side "audio") or caption's ("text") state, `chunk` items at a time."""
     n = cache.n_audio if side == "audio" else cache.n_text
     encode = head.encode_audio if side == "audio" else head.encode_text
-    parts, lengths = [], []
+    parts = []
     for start in range(0, n, chunk):
         rows = np.arange(start, min(n, start + chunk))
         arrays = read_rows(cache, side, rows)
         x, mask = pad([arrays[r] for r in rows.tolist()], device)
         with flush_denormal():
-            state = encode(x, mask)
-        packed = torch.cat([state.x, *(_merge(t) for t in (state.q, state.k, state.v))], -1)
-        parts.append(packed[mask])  # (real positions, 4 d)
-        lengths.append(mask.sum(1))
-    offsets = torch.zeros(n + 1, dtype=torch.long, device=device)
-    offsets[1:] = torch.cat(lengths).cumsum(0)
-    heads = head.blocks[0].ga_text.att.heads
-    return RaggedStates(torch.cat(parts), offsets, heads)
-
-
-def _merge(t: torch.Tensor) -> torch.Tensor:
-    """(N, h, n, d_h) -> (N, n, h d_h)."""
-    N, h, n, dh = t.shape
-    return t.transpose(1, 2).reshape(N, n, h * dh)
+            parts.append(RaggedStates.of(encode(x, mask)))
+    return RaggedStates.cat(parts)
 
 
 class CoAttentionScores(TopKScores):
@@ -104,6 +74,7 @@ class CoAttentionScores(TopKScores):
             side: encode_side(head, cache, side, cfg.chunk_items, device)
             for side in ("text", "audio")
         }
+        self.scored = ScoredPairs(cache.n_text, cache.n_audio)
 
     def _rescore(self, direction: str, row0: int, S: torch.Tensor, top) -> torch.Tensor:
         """The head's scores (b, k) of each query row's top-k (all candidates when top is None)."""
@@ -115,19 +86,54 @@ class CoAttentionScores(TopKScores):
         text_rows, audio_rows = (
             (q_rows, cand.reshape(-1)) if direction == "t2a" else (cand.reshape(-1), q_rows)
         )
-        step = self.cfg.pair_block
-        with flush_denormal():
-            parts = [
-                self.pair_scores(text_rows[p : p + step], audio_rows[p : p + step])
-                for p in range(0, len(q_rows), step)
-            ]
-        s = torch.cat(parts).view(b, k)
+        s = self.pair_scores(text_rows, audio_rows).view(b, k)
+        self.scored.record("text" if direction == "t2a" else "audio", queries, cand, s)
         return s if self.cfg.mode == "gen" else torch.softmax(s / self.tau, dim=1)
 
     def pair_scores(self, text_rows: torch.Tensor, audio_rows: torch.Tensor) -> torch.Tensor:
-        """s(caption text_rows[p], clip audio_rows[p]) (P,), each item's state gathered once."""
-        t_unique, ti = torch.unique(text_rows, return_inverse=True)
-        a_unique, ai = torch.unique(audio_rows, return_inverse=True)
-        text = self.states["text"].gather(t_unique)
-        audio = self.states["audio"].gather(a_unique)
-        return self.head.pair_scores(text, audio, ti, ai)
+        """s(caption text_rows[p], clip audio_rows[p]) (P,): pairs scored before (a2t's top-k
+        pairs are mostly t2a's) looked up, the rest `pair_block` at a time (packed.py)."""
+        found, s = self.scored.find(text_rows, audio_rows)
+        todo = (~found).nonzero()[:, 0]
+        text, audio, step = self.states["text"], self.states["audio"], self.cfg.pair_block
+        with flush_denormal():
+            for p in range(0, len(todo), step):
+                pairs = todo[p : p + step]
+                s[pairs] = packed.pair_scores(
+                    self.head, text, audio, text_rows[pairs], audio_rows[pairs]
+                )
+        return s
+
+
+class ScoredPairs:
+    """The pairs scored so far, by the query they were scored for: `record(side, queries,
+    cand, s)` keeps the (b, k) candidates of the other side and their scores for queries (b,)
+    of `side`; `find` looks pairs up on both sides. A pair's score does not depend on the
+    pairs batched with it (packed.py), so a score looked up is the score computing it again
+    would give. At top-32 the tables are (N, 32) per side; with --topk all, N x the gallery."""
+
+    def __init__(self, n_text: int, n_audio: int):
+        self.n = {"text": n_text, "audio": n_audio}
+        self.cand: dict[str, torch.Tensor] = {}  # side -> (N, k) the other side's items, -1 unset
+        self.s: dict[str, torch.Tensor] = {}  # side -> (N, k) their scores
+
+    def record(self, side: str, queries: torch.Tensor, cand: torch.Tensor, s: torch.Tensor):
+        if side not in self.cand:
+            shape = (self.n[side], cand.shape[1])
+            self.cand[side] = torch.full(shape, -1, dtype=torch.long, device=cand.device)
+            self.s[side] = torch.zeros(shape, dtype=s.dtype, device=s.device)
+        if cand.shape[1] == self.cand[side].shape[1]:
+            self.cand[side][queries], self.s[side][queries] = cand, s
+
+    def find(self, text_rows: torch.Tensor, audio_rows: torch.Tensor):
+        """(found (P,) bool, s (P,) float32: the recorded score where found, 0 elsewhere)."""
+        found = torch.zeros(len(text_rows), dtype=torch.bool, device=text_rows.device)
+        s = torch.zeros(len(text_rows), device=text_rows.device)
+        for side, own, other in (("text", text_rows, audio_rows), ("audio", audio_rows, text_rows)):
+            if side in self.cand:
+                hit = self.cand[side][own] == other[:, None]  # (P, k)
+                where = hit.any(1) & ~found
+                column = hit[where].to(torch.uint8).argmax(1, keepdim=True)  # the one hit
+                s[where] = self.s[side][own[where]].gather(1, column)[:, 0]
+                found |= where
+        return found, s
