@@ -19,6 +19,7 @@ h5py in chunks, never whole, not from a cold disk.
     python bench/bench_coattention.py --variants single,iterating --layers 2 --batches 100
     python bench/bench_coattention.py --scale 0.1 --threads 1   # steadier on a busy machine
     python bench/bench_coattention.py --commands 3       # the commands from the shell instead
+    python bench/bench_coattention.py --commands 6 --variants single --competing   # issue 24's
 
 `--commands N` writes the evaluation split only and times, from the shell, `diffatr evaluate
 test.h5` (cosine) and `diffatr evaluate test.h5 --head co.pt` (a co-attention checkpoint of the
@@ -28,7 +29,8 @@ against issue 24's goal for the command: warm <= the re-ranking's steady state +
 cosine-only command + 1 s, on the medians and on each run's pair (the command's time minus its
 neighbouring re-ranking's: on a shared host a 45-s run moves by +-20% with the neighbours,
 35-59 s in one run of 5, and pairs cancel the slow drifts). The head has no torch.compile, so
-there is no cold compile cache or `--no-compile` variant to time.
+there is no cold compile cache or `--no-compile` variant to time. `--competing` runs the same
+again beside one competing 2-thread process (bench_commands.py's).
 """
 
 import argparse
@@ -42,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_commands import COMPETITOR
 
 from diffatr.cache import Cache, CacheWriter, load_tensors
 from diffatr.coattention import CoAttentionConfig, CoAttentionHead, CoAttentionScores, nt_xent
@@ -214,7 +217,7 @@ def spread(times: list[float]) -> str:
     return f"{t[0]:.1f} / {t[len(t) // 2]:.1f} / {t[-1]:.1f} s (min / median / max)"
 
 
-def commands(test: Path, tmp: Path, args) -> None:
+def commands(test: Path, tmp: Path, args, beside: str = "") -> None:
     """The evaluate commands from the shell beside the re-ranking's steady state."""
     cfg = CoAttentionConfig(variant=args.variant, layers=args.layers)
     torch.manual_seed(0)
@@ -241,6 +244,7 @@ def commands(test: Path, tmp: Path, args) -> None:
     med = {k: sorted(v)[len(v) // 2] for k, v in (("c", cosine), ("w", warm), ("s", steady))}
     bound = med["s"] + med["c"] + 1
     name = args.variant if args.variant == "single" else f"{args.variant} L={args.layers}"
+    name += beside
     print(f"{name}: evaluate (cosine) {spread(cosine)}")
     print(f"{name}: evaluate --head (co-attention) {spread(warm)}")
     print(f"{name}: re-ranking in steady state (prepare + rank) {spread(steady)}")
@@ -290,6 +294,10 @@ def main() -> None:
         help="time `diffatr evaluate` from the shell instead (N runs each; evaluation split only)",
     )  # fmt: skip
     parser.add_argument(
+        "--competing", action="store_true",
+        help="with --commands: all of it again beside one competing 2-thread process",
+    )  # fmt: skip
+    parser.add_argument(
         "--child", choices=["train", "factorised", "rerank"], help=argparse.SUPPRESS
     )
     parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
@@ -309,6 +317,14 @@ def main() -> None:
             for variant in args.variants.split(","):
                 args.variant = variant
                 commands(test, Path(tmp), args)
+                if args.competing:
+                    rival = subprocess.Popen([sys.executable, "-c", COMPETITOR])
+                    try:
+                        time.sleep(2)  # let it start its threads
+                        commands(test, Path(tmp), args, " (beside a competing 2-thread process)")
+                    finally:
+                        rival.kill()
+                        rival.wait()
             return
         t = time.perf_counter()
         write_split(train, max(8, round(3839 * args.scale)), args.dtype, seed=0)
