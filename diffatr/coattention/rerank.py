@@ -93,7 +93,7 @@ class CoAttentionScores(TopKScores):
     def pair_scores(self, text_rows: torch.Tensor, audio_rows: torch.Tensor) -> torch.Tensor:
         """s(caption text_rows[p], clip audio_rows[p]) (P,): pairs scored before (a2t's top-k
         pairs are mostly t2a's) looked up, the rest `pair_block` at a time (packed.py)."""
-        found, s = self.scored.find(text_rows, audio_rows)
+        found, s = self.scored.find(text_rows, audio_rows, self.states["text"].x.dtype)
         todo = (~found).nonzero()[:, 0]
         text, audio, step = self.states["text"], self.states["audio"], self.cfg.pair_block
         with flush_denormal():
@@ -125,10 +125,10 @@ class ScoredPairs:
         if cand.shape[1] == self.cand[side].shape[1]:
             self.cand[side][queries], self.s[side][queries] = cand, s
 
-    def find(self, text_rows: torch.Tensor, audio_rows: torch.Tensor):
-        """(found (P,) bool, s (P,) float32: the recorded score where found, 0 elsewhere)."""
+    def find(self, text_rows: torch.Tensor, audio_rows: torch.Tensor, dtype: torch.dtype):
+        """(found (P,) bool, s (P,): the recorded score where found, 0 elsewhere)."""
         found = torch.zeros(len(text_rows), dtype=torch.bool, device=text_rows.device)
-        s = torch.zeros(len(text_rows), device=text_rows.device)
+        s = torch.zeros(len(text_rows), dtype=dtype, device=text_rows.device)
         for side, own, other in (("text", text_rows, audio_rows), ("audio", audio_rows, text_rows)):
             if side in self.cand:
                 hit = self.cand[side][own] == other[:, None]  # (P, k)
