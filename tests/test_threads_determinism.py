@@ -267,3 +267,41 @@ def test_re_ranking_scores_do_not_depend_on_the_thread_count(
     for a, b in zip(steady, switching, strict=True):
         assert torch.equal(a, b)
     assert torch.get_num_threads() == 2  # the entry count is back
+
+
+def test_co_attention_re_ranking_does_not_depend_on_the_thread_count(
+    two_threads, monkeypatch, tmp_path
+) -> None:
+    """The same for the co-attention head (packed pair scores: matrix products, LayerNorms,
+    the attention), at its default width (d 128, 4 heads, FFN 256), blocks of 16 queries."""
+    from diffatr.cache import Cache, SequenceSyntheticConfig, load_tensors, make_synthetic_sequences
+    from diffatr.coattention import CoAttentionConfig, CoAttentionHead, CoAttentionScores
+    from diffatr.coattention.config import CoRerankConfig
+    from diffatr.evaluate import topk
+
+    path = tmp_path / "val.h5"
+    make_synthetic_sequences(path, SequenceSyntheticConfig(n_bags=30, frame_dim=64, token_dim=48))
+    data = load_tensors(path)
+    torch.manual_seed(0)
+    head = CoAttentionHead(64, 48, CoAttentionConfig()).eval()
+
+    def scores():
+        with Cache(path) as cache:
+            cfg = CoRerankConfig(topk=16, query_block=16)
+            s = CoAttentionScores(data.text, data.audio, head, 0.07, cache, cfg)
+            return s.t2a(0, s.n_text), s.a2t(0, s.n_audio)
+
+    steady = scores()
+    counts = itertools.cycle([1, 2])
+    seen = []
+
+    def switching_tick() -> None:
+        seen.append(torch.get_num_threads())
+        torch.set_num_threads(next(counts))
+
+    monkeypatch.setattr(topk, "tick", switching_tick)
+    switching = scores()
+    assert set(seen) == {1, 2}
+    for a, b in zip(steady, switching, strict=True):
+        assert torch.equal(a, b)
+    assert torch.get_num_threads() == 2

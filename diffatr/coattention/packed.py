@@ -8,13 +8,14 @@ lengths, and only `scaled_dot_product_attention` sees padded (P, h, n, d_h) tens
 padded keys masked out. Padded positions are never computed, so nothing needs zeroing: a
 padded key's value is multiplied by an attention weight of exactly 0, and a padded query's
 output is never read. In re-ranking a caption has ~30% padding against the longest in its
-block and a clip ~15% (`bench/bench_coattention.py`'s lengths), and ~80% of a pair's work is
-per position.
+block and a clip ~15% (`bench/bench_coattention.py`'s lengths), and the per-position units are
+~90% of a pair's FLOPs (~60% of its time on the padded path; docs/speed.md).
 
     states  every item of a side, ragged: x (sum n_i, d), the first module's SA output, and its
             first GA projections q, k, v (each (sum n_i, d)), offsets (N + 1,)
-    Layout  one side of a block of pairs: mask (P, n), real rows R, and the row each padded
-            position reads (`pad`), so rows -> (P, n, ...) is one gather and back one index
+    Layout  one side of a block of pairs: which positions are real as queries (P, n: the
+            block's longest) and as keys (P, m: the side's longest item), and the packed row
+            of each, so rows -> (P, n | m, ...) is one gather and back one boolean index
 """
 
 from dataclasses import dataclass
