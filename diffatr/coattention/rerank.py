@@ -109,8 +109,9 @@ class ScoredPairs:
     """The pairs scored so far, by the query they were scored for: `record(side, queries,
     cand, s)` keeps the (b, k) candidates of the other side and their scores for queries (b,)
     of `side`; `find` looks pairs up on both sides. A pair's score does not depend on the
-    pairs batched with it (packed.py), so a score looked up is the score computing it again
-    would give. At top-32 the tables are (N, 32) per side; with --topk all, N x the gallery."""
+    pairs batched with it (packed.py: in blocks of ~16 pairs or more), so a score looked up is
+    the score computing it again would give. At top-32 the tables are (N, 32) per side; with
+    --topk all, N x the gallery (~55 MB a side at AudioCaps-test's size)."""
 
     def __init__(self, n_text: int, n_audio: int):
         self.n = {"text": n_text, "audio": n_audio}
