@@ -221,6 +221,22 @@ def test_a_competing_process_does_not_change_the_checkpoint(two_threads, tmp_pat
     assert (tmp_path / "busy" / "head.pt").read_bytes() == quiet
 
 
+def switch_threads_every_block(monkeypatch) -> list[int]:
+    """`TopKScores`' tick between blocks of queries sets 1 and 2 threads in turn; the list
+    gets the count each block ran with."""
+    from diffatr.evaluate import topk
+
+    counts = itertools.cycle([1, 2])
+    seen: list[int] = []
+
+    def switching_tick() -> None:
+        seen.append(torch.get_num_threads())
+        torch.set_num_threads(next(counts))
+
+    monkeypatch.setattr(topk, "tick", switching_tick)
+    return seen
+
+
 @pytest.mark.parametrize("path", ["eager", "numba", "c", "compiled"])
 def test_re_ranking_scores_do_not_depend_on_the_thread_count(
     path, two_threads, monkeypatch, tmp_path
@@ -233,7 +249,6 @@ def test_re_ranking_scores_do_not_depend_on_the_thread_count(
     from rerank_oracle import random_head
 
     from diffatr.diffusion_head import DiffusionScores, RerankConfig, native_ddim
-    from diffatr.evaluate import topk
 
     compiled = path in ("c", "compiled")
     if path in ("eager", "compiled"):  # fused.py's torch steps, not a native loop
@@ -250,14 +265,7 @@ def test_re_ranking_scores_do_not_depend_on_the_thread_count(
         return s.t2a(0, s.n_text), s.a2t(0, s.n_audio)
 
     steady = scores()
-    counts = itertools.cycle([1, 2])
-    seen = []
-
-    def switching_tick() -> None:
-        seen.append(torch.get_num_threads())
-        torch.set_num_threads(next(counts))
-
-    monkeypatch.setattr(topk, "tick", switching_tick)
+    seen = switch_threads_every_block(monkeypatch)
     misses = compiling._graph_counts()[0]
     switching = scores()
     assert set(seen) == {1, 2}  # both counts ran blocks
@@ -277,7 +285,6 @@ def test_co_attention_re_ranking_does_not_depend_on_the_thread_count(
     from diffatr.cache import Cache, SequenceSyntheticConfig, load_tensors, make_synthetic_sequences
     from diffatr.coattention import CoAttentionConfig, CoAttentionHead, CoAttentionScores
     from diffatr.coattention.config import CoRerankConfig
-    from diffatr.evaluate import topk
 
     path = tmp_path / "val.h5"
     make_synthetic_sequences(path, SequenceSyntheticConfig(n_bags=30, frame_dim=64, token_dim=48))
@@ -292,14 +299,7 @@ def test_co_attention_re_ranking_does_not_depend_on_the_thread_count(
             return s.t2a(0, s.n_text), s.a2t(0, s.n_audio)
 
     steady = scores()
-    counts = itertools.cycle([1, 2])
-    seen = []
-
-    def switching_tick() -> None:
-        seen.append(torch.get_num_threads())
-        torch.set_num_threads(next(counts))
-
-    monkeypatch.setattr(topk, "tick", switching_tick)
+    seen = switch_threads_every_block(monkeypatch)
     switching = scores()
     assert set(seen) == {1, 2}
     for a, b in zip(steady, switching, strict=True):
