@@ -19,7 +19,7 @@ h5py in chunks, never whole, not from a cold disk.
     python bench/bench_coattention.py --variants single,iterating --layers 2 --batches 100
     python bench/bench_coattention.py --scale 0.1 --threads 1   # steadier on a busy machine
     python bench/bench_coattention.py --commands 3       # the commands from the shell instead
-    python bench/bench_coattention.py --commands 6 --variants single --competing   # issue 24's
+    python bench/bench_coattention.py --commands 5 --variants single --competing   # issue 24's
 
 `--commands N` writes the evaluation split only and times, from the shell, `diffatr evaluate
 test.h5` (cosine) and `diffatr evaluate test.h5 --head co.pt` (a co-attention checkpoint of the
@@ -27,10 +27,10 @@ random weights), N runs each (min / median / max), beside the same re-ranking in
 a child process (prepare + rank), interleaved run by run (which of the two goes first in turns),
 against issue 24's goal for the command: warm <= the re-ranking's steady state + the
 cosine-only command + 1 s, on the medians and on each run's pair (the command's time minus its
-neighbouring re-ranking's: on a shared host a 45-s run moves by +-20% with the neighbours,
-35-59 s in one run of 5, and pairs cancel the slow drifts). The head has no torch.compile, so
-there is no cold compile cache or `--no-compile` variant to time. `--competing` runs the same
-again beside one competing 2-thread process (bench_commands.py's).
+neighbouring re-ranking's: on a shared host a run moves by +-20% with the neighbours, the
+command 22.5-27.0 s in one run of 5 on 2026-12-08, and pairs cancel the slow drifts). The
+head has no torch.compile, so there is no cold compile cache or `--no-compile` variant to time.
+`--competing` runs the same again beside one competing 2-thread process (bench_commands.py's).
 """
 
 import argparse
@@ -309,6 +309,7 @@ def main() -> None:
         part = {"train": child_train, "factorised": child_factorised, "rerank": child_rerank}
         print(json.dumps(part[args.child](args)))
         return
+    sys.stdout.reconfigure(line_buffering=True)  # each result as it comes, also into a file
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, scale {args.scale}")
     with tempfile.TemporaryDirectory() as tmp:
         train, test = Path(tmp) / "train.h5", Path(tmp) / "test.h5"

@@ -19,7 +19,8 @@ COMMIT` also runs that commit's diffatr (from `git archive`), alternating with t
 every round. The first steps (compiling, or loading inductor's cached code) are timed apart.
 Beside the competitor the scheduler's time slices (~100 ms) alternate steps between ~1x and ~2x
 the one-thread time, so a window of 40 steps gave 2.6-3.1x of quiet where 150 steps gave
-1.9-2.2x (2026-12-08): the default is 150 steps.
+1.9-2.2x in the same hour (2026-12-08): the default is 150 steps. Across later runs 150 steps
+gave 1.6-3.2x: beside a 2-thread competitor the ratio sits at ~2.5x (docs/training-step.md).
 Reported: wall ms per step (median / mean), the floor, their ratio, and the median CPU ms of the
 process per step (on one thread, robust to time the other processes take from it).
 `--epochs` times `diffatr train-head` from the shell on 8,000 synthetic pairs: its epoch 1

@@ -80,9 +80,9 @@ class Layout:
         pos = torch.arange(max(n, longest), device=lengths.device)
         self.mask = pos[None, :n] < lengths[:, None]  # (P, n) real positions, as queries
         self.key_mask = pos[None, :longest] < lengths[:, None]  # (P, m) ... as keys
-        self.starts = lengths.cumsum(0) - lengths  # each pair's first packed row
-        self.row = self.rows(self.starts)  # (P, n)
-        self.key_row = self.rows(self.starts, keys=True)  # (P, m)
+        starts = lengths.cumsum(0) - lengths  # each pair's first packed row
+        self.row = self.rows(starts)  # (P, n)
+        self.key_row = self.rows(starts, keys=True)  # (P, m)
 
     def rows(self, starts: torch.Tensor, keys: bool = False) -> torch.Tensor:
         """Row starts[p] + i of each real position i, padded ones row 0 (finite, unused)."""

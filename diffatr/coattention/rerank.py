@@ -123,8 +123,7 @@ class ScoredPairs:
             shape = (self.n[side], cand.shape[1])
             self.cand[side] = torch.full(shape, -1, dtype=torch.long, device=cand.device)
             self.s[side] = torch.zeros(shape, dtype=s.dtype, device=s.device)
-        if cand.shape[1] == self.cand[side].shape[1]:
-            self.cand[side][queries], self.s[side][queries] = cand, s
+        self.cand[side][queries], self.s[side][queries] = cand, s
 
     def find(self, text_rows: torch.Tensor, audio_rows: torch.Tensor, dtype: torch.dtype):
         """(found (P,) bool, s (P,): the recorded score where found, 0 elsewhere)."""
